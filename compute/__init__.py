@@ -1,0 +1,1 @@
+"""Datum privacy-preserving engines: pure Python, no chain imports."""
