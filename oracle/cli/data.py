@@ -1,0 +1,135 @@
+"""``datum data register|show``: datasets on the DataRegistry (metadata only; data stays home)."""
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compute.errors import ConfigError
+
+from ..chain.datasets import (
+    UNLIMITED_USES,
+    ConsentPolicy,
+    describe_csv,
+    get_asset,
+    kinds_mask,
+    register_dataset,
+)
+from ..chain.tasks import TASK_KINDS
+from .common import JSON_OPTION, NODE_OPTION, emit, home_path, kv_table, parse_wei, session
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Datasets: register metadata and consent on chain; the data never leaves its owner.",
+)
+
+DEFAULT_KINDS = ",".join(TASK_KINDS)
+
+
+def _flat(payload: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            rows.append((key, value))
+    return rows
+
+
+@app.command()
+def register(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file with a header.")
+    ],
+    key: str = typer.Option(..., "--key", help="The join key column (e.g. for PSI)."),
+    price: str = typer.Option("0", "--price", help="Price per finalized task (wei, or e.g. 10dtm)."),
+    allow: str = typer.Option(DEFAULT_KINDS, "--allow", help="Task kinds that may use it, comma separated."),
+    rows: int | None = typer.Option(
+        None, "--rows", min=0, help="Expected row count (checked against the file)."
+    ),
+    uses: int = typer.Option(UNLIMITED_USES, "--uses", min=1, max=UNLIMITED_USES, help="Tasks it may serve."),
+    expires: int = typer.Option(
+        0, "--expires", min=0, help="Unix time after which no task may use it (0 never)."
+    ),
+    min_group_size: int = typer.Option(
+        10, "--min-group-size", min=1, help="Smallest group an aggregate covers."
+    ),
+    uri: str | None = typer.Option(None, "--uri", help="Metadata URI (default: the node's endpoint)."),
+    node: int | None = NODE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Register a dataset: hash its metadata, count its rows, record consent and price."""
+    s = session()
+    metadata = describe_csv(file, key, rows)
+    policy = ConsentPolicy(
+        allowed_kinds=kinds_mask(k for k in allow.split(",") if k.strip()),
+        open=True,
+        expires_at=expires,
+        remaining_uses=uses,
+        min_group_size=min_group_size,
+    )
+    if policy.allowed_kinds == 0:
+        raise ConfigError("--allow names no task kind; the dataset would be unusable")
+    hash_hex = "0x" + metadata.metadata_hash.hex()
+    if uri is None:
+        endpoint = next((n.endpoint for n in (s.devnet.nodes if s.devnet else []) if n.index == node), None)
+        uri = f"{endpoint}/datasets/{hash_hex}" if endpoint else f"datum:dataset:{hash_hex}"
+    tx = s.tx(node)
+    dataset_id, sent = register_dataset(
+        tx,
+        s.contracts,
+        metadata_uri=uri,
+        metadata_hash=metadata.metadata_hash,
+        rows=metadata.rows,
+        price_wei=parse_wei(price),
+        policy=policy,
+    )
+    _keep_private_record(
+        home_path(s.settings), dataset_id, file, metadata.document(), metadata.salt, s.chain.chain_id
+    )
+    payload = {
+        "dataset_id": dataset_id,
+        "owner": tx.address,
+        "rows": metadata.rows,
+        "columns": list(metadata.columns),
+        "key": key,
+        "metadata_hash": hash_hex,
+        "metadata_uri": uri,
+        "price_wei": str(parse_wei(price)),
+        "policy": {
+            "allowed_kinds": policy.allowed_kind_names(),
+            "expires_at": expires,
+            "remaining_uses": uses,
+            "min_group_size": min_group_size,
+        },
+        "tx_hash": sent.tx_hash,
+    }
+    emit(as_json, payload, lambda console: console.print(kv_table(f"dataset {dataset_id}", _flat(payload))))
+
+
+def _keep_private_record(
+    home: Path, dataset_id: int, file: Path, document: dict[str, Any], salt: bytes, chain_id: int
+) -> None:
+    """The owner's own record: where the file is and the salt opening its commitment."""
+    folder = home / "datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "dataset_id": dataset_id,
+        "chain_id": chain_id,
+        "file": str(file.resolve()),
+        "salt": "0x" + salt.hex(),
+        "metadata": document,
+    }
+    path = folder / f"{chain_id}-{dataset_id}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    os.chmod(path, 0o600)
+
+
+@app.command()
+def show(dataset_id: int = typer.Argument(..., min=1), as_json: bool = JSON_OPTION) -> None:
+    """A dataset's owner, price, row count, metadata and consent policy."""
+    s = session()
+    payload = get_asset(s.chain, s.contracts, dataset_id)
+    emit(as_json, payload, lambda console: console.print(kv_table(f"dataset {dataset_id}", _flat(payload))))
