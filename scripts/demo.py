@@ -78,7 +78,9 @@ def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> None:
     nonces = NonceTracker()
     requester = TxManager(chain, devnet.dev_account(0), nonces=nonces)
     owner = TxManager(chain, devnet.dev_account(OWNER_ACCOUNT), nonces=nonces)
-    members_tx = {n.operator: TxManager(chain, devnet.dev_account(n.account), nonces=nonces) for n in state.nodes}
+    members_tx = {
+        n.operator: TxManager(chain, devnet.dev_account(n.account), nonces=nonces) for n in state.nodes
+    }
     console.print(f"devnet: chain {state.chain_id} at {state.rpc_url}, {len(state.nodes)} staked nodes")
 
     # 1. The data owner registers its dataset: metadata + commitment on chain, data stays home.
@@ -136,7 +138,9 @@ def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> None:
         result = evaluate(keys.public_context, blob, spec.formula, limits=spec.limits)
         compute_s += time.perf_counter() - t0
         key = bytes(devnet.dev_account(next(n.account for n in state.nodes if n.operator == operator)).key)
-        signed.append(sign_result(key, domain, task_id, result_digest(result), public_output_hash(b""), epoch))
+        signed.append(
+            sign_result(key, domain, task_id, result_digest(result), public_output_hash(b""), epoch)
+        )
     hashes = {s.digest for s in signed}
     console.print(f"{len(signed)} members evaluated; {len(hashes)} distinct signed digest(s)")
     fin = tasks.submit_result(requester, c, task_id, result_digest(result), b"", epoch, signed)
