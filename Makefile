@@ -50,8 +50,7 @@ test-python: build
 check: build
 	$(VENV)/bin/ruff check oracle compute incentives tests scripts bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/slither . --foundry-compile-all --exclude-dependencies --exclude-informational \
-	  --exclude-low --filter-paths "node_modules|tests" --fail-high
+	scripts/slither.sh
 
 gas: setup
 	$(FORGE) test --gas-report --match-path 'tests/contracts/*Gas*'
