@@ -164,6 +164,31 @@ contract DataOracleTest is Fixture {
         vm.assertEq(token.allowance(address(oracle), address(tm)), 0, "no allowance left");
     }
 
+    /// @dev The test contract asks as its own consumer, so the gas report sees `request` directly.
+    function test_Request_DirectCallerIsTheConsumerAndIsCalledBack() public {
+        _fund(address(this), 1_000e18);
+        token.approve(address(oracle), type(uint256).max);
+        uint256 requestId =
+            oracle.request(3, keccak256("spec"), "ipfs://spec", new uint64[](0), FEE, _deadline(), 3, 2, CB_GAS);
+        uint256 taskId = oracle.getRequest(requestId).taskId;
+        vm.assertEq(tm.getTask(taskId).requester, address(this), "caller is the requester");
+        _acceptAll(taskId);
+        oracle.fulfill(requestId, RESULT_HASH, OUTPUT, tm.getConfigEpoch(), _sigs(taskId, OUTPUT));
+        vm.assertEq(s_directCalls, 1, "called back once");
+        vm.assertEq(s_directOutput, OUTPUT, "answer delivered");
+        vm.assertTrue(oracle.getRequest(requestId).callbackSucceeded, "callback succeeded");
+    }
+
+    uint256 private s_directCalls;
+    bytes private s_directOutput;
+
+    /// @dev Callback for the direct-caller test above.
+    function onDatumResult(uint256, bytes calldata publicOutput) external {
+        vm.assertEq(msg.sender, address(oracle), "only the oracle calls back");
+        s_directCalls += 1;
+        s_directOutput = publicOutput;
+    }
+
     function test_RevertWhen_RequestGasLimitAboveMaximum() public {
         vm.expectRevert(
             abi.encodeWithSelector(IDataOracle.DataOracle__BadGasLimit.selector, MAX_CALLBACK_GAS + 1, MAX_CALLBACK_GAS)
