@@ -24,8 +24,8 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     /// @notice Thrown when the registry already holds MAX_NODES nodes.
     error NodeRegistry__RegistryFull(uint32 maxNodes);
 
-    /// @notice Most nodes the registry holds (the TaskManager packs node indices in 24 bits).
-    uint32 public constant MAX_NODES = 2 ** 24 - 1;
+    /// @notice Most nodes the registry holds (the TaskManager packs node indices in 16 bits).
+    uint32 public constant MAX_NODES = 2 ** 16 - 1;
     /// @notice Largest page `getNodes` returns.
     uint32 public constant MAX_PAGE = 100;
     /// @notice Longest endpoint URL, in bytes.
@@ -239,40 +239,26 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         view
         returns (uint32[] memory indices)
     {
-        Totals memory totals = s_totals;
-        uint256 n = totals.nodeCount;
+        indices = _elect(seed, k, exclude);
+    }
 
-        // Removed indices (excluded, then picked) and their weights.
-        uint256[] memory removed = new uint256[](exclude.length + k);
-        uint256[] memory removedWeight = new uint256[](exclude.length + k);
-        (uint256 m, uint256 excludedWeight) = _collectExcluded(exclude, n, removed, removedWeight);
-        uint256 remaining = totals.totalWeight - excludedWeight;
-        uint256 available = totals.eligibleCount - m;
-        if (k > available) revert NodeRegistry__NotEnoughNodes(k, available);
-
-        indices = new uint32[](k);
-        if (k == 0) return indices;
-        // The highest power of two <= n, where the descent starts.
-        // forge-lint: disable-next-line(incorrect-shift)
-        uint256 topStep = 1 << Math.log2(n);
-
+    /// @notice `electCommittee`, plus the operator of every picked index (`operators[i]` is the
+    ///         operator at `indices[i]`), so a caller needs no `getOperatorAt` call per member.
+    /// @dev Same draw, same result and same errors as `electCommittee`.
+    /// @param seed Election seed.
+    /// @param k Number of members to draw.
+    /// @param exclude Indices never picked.
+    /// @return indices The picked 1-based node indices, in draw order.
+    /// @return operators The operators of `indices`, in the same order.
+    function electCommitteeWithOperators(bytes32 seed, uint256 k, uint32[] calldata exclude)
+        external
+        view
+        returns (uint32[] memory indices, address[] memory operators)
+    {
+        indices = _elect(seed, k, exclude);
+        operators = new address[](k);
         for (uint256 i; i < k; ++i) {
-            uint256 r;
-            assembly ("memory-safe") {
-                mstore(0x00, seed)
-                mstore(0x20, i)
-                r := keccak256(0x00, 0x40)
-            }
-            (uint256 picked, uint256 pickedWeight) = _descend(r % remaining, n, topStep, removed, removedWeight, m);
-            // casting to 'uint32' is safe because picked <= nodeCount <= MAX_NODES
-            // forge-lint: disable-next-line(unsafe-typecast)
-            indices[i] = uint32(picked);
-            removed[m] = picked;
-            removedWeight[m] = pickedWeight;
-            unchecked {
-                ++m;
-                remaining -= pickedWeight;
-            }
+            operators[i] = s_entries[indices[i]].operator;
         }
     }
 
@@ -423,6 +409,50 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         s_tree[index] = sum;
     }
 
+    /// @dev The election behind `electCommittee` and `electCommitteeWithOperators`.
+    function _elect(bytes32 seed, uint256 k, uint32[] calldata exclude)
+        private
+        view
+        returns (uint32[] memory indices)
+    {
+        Totals memory totals = s_totals;
+        uint256 n = totals.nodeCount;
+
+        // Removed indices (excluded, then picked) and their weights.
+        uint256[] memory removed = new uint256[](exclude.length + k);
+        uint256[] memory removedWeight = new uint256[](exclude.length + k);
+        (uint256 m, uint256 excludedWeight) = _collectExcluded(exclude, n, removed, removedWeight);
+        uint256 remaining = totals.totalWeight - excludedWeight;
+        uint256 available = totals.eligibleCount - m;
+        if (k > available) revert NodeRegistry__NotEnoughNodes(k, available);
+
+        indices = new uint32[](k);
+        if (k == 0) return indices;
+        // The highest power of two <= n, where the descent starts.
+        // forge-lint: disable-next-line(incorrect-shift)
+        uint256 topStep = 1 << Math.log2(n);
+
+        for (uint256 i; i < k; ++i) {
+            uint256 r;
+            assembly ("memory-safe") {
+                mstore(0x00, seed)
+                mstore(0x20, i)
+                r := keccak256(0x00, 0x40)
+            }
+            (uint256 picked, uint256 pickedWeight) =
+                _descend(r % remaining, remaining, n, topStep, removed, removedWeight, m);
+            // casting to 'uint32' is safe because picked <= nodeCount <= MAX_NODES
+            // forge-lint: disable-next-line(unsafe-typecast)
+            indices[i] = uint32(picked);
+            removed[m] = picked;
+            removedWeight[m] = pickedWeight;
+            unchecked {
+                ++m;
+                remaining -= pickedWeight;
+            }
+        }
+    }
+
     /// @dev Write the distinct in-range, non-zero-weight excluded indices into `removed`;
     ///      return how many and their total weight.
     function _collectExcluded(
@@ -447,53 +477,62 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
 
     /// @dev Fenwick descent for the smallest index whose adjusted prefix weight exceeds `r`
     ///      (adjusted: the first `m` entries of `removed` count as zero). Requires
-    ///      r < adjusted total. At each visited tree node (pos, c] the removed weights inside
-    ///      that range are subtracted in memory. `lastRejected` is the adjusted sum of the last
-    ///      tree node that overshot, i.e. the range (picked - lowbit(picked), picked], and
-    ///      `sinceReject` what was accepted after it, i.e. (picked - lowbit(picked), picked - 1];
-    ///      their difference is the picked node's own weight, with no extra storage read.
+    ///      r < rest, the adjusted total. At each visited tree node (pos, c] the removed weights
+    ///      inside that range are subtracted in memory. `rest` is kept as the adjusted weight of
+    ///      (pos, n]: when the descent reaches c == n, that tree node's adjusted sum is exactly
+    ///      `rest`, so it is not read from storage (the tree and the totals describe the same
+    ///      weights; the node is always rejected since r < rest). `picked` holds pos until the
+    ///      end. `pickedWeight` holds, until the end, the adjusted sum of the last tree node that
+    ///      overshot, i.e. the range (picked - lowbit(picked), picked], and `sinceReject` what
+    ///      was accepted after it, i.e. (picked - lowbit(picked), picked - 1]; their difference
+    ///      is the picked node's own weight, with no extra storage read.
     function _descend(
         uint256 r,
+        uint256 rest,
         uint256 n,
         uint256 topStep,
         uint256[] memory removed,
         uint256[] memory removedWeight,
         uint256 m
     ) private view returns (uint256 picked, uint256 pickedWeight) {
-        uint256 pos;
-        uint256 lastRejected;
         uint256 sinceReject;
-        for (uint256 step = topStep; step != 0; step >>= 1) {
-            uint256 c = pos + step;
-            if (c > n) continue;
-            uint256 v = s_tree[c];
-            // v -= removedWeight[j] for every j < m with pos < removed[j] <= c. Each such weight
-            // is part of s_tree[c], so v stays non-negative. Assembly: this loop is the hot path.
-            assembly ("memory-safe") {
-                let idxPtr := add(removed, 0x20)
-                let wPtr := add(removedWeight, 0x20)
-                for { let end := add(idxPtr, shl(5, m)) } lt(idxPtr, end) {
-                    idxPtr := add(idxPtr, 0x20)
-                    wPtr := add(wPtr, 0x20)
-                } {
-                    let x := mload(idxPtr)
-                    if and(gt(x, pos), iszero(gt(x, c))) { v := sub(v, mload(wPtr)) }
+        // Assembly: this loop is the election's hot path. s_tree[c] is read from the mapping's
+        // slot keccak256(abi.encode(c, s_tree.slot)).
+        assembly ("memory-safe") {
+            mstore(0x20, s_tree.slot)
+            let idxEnd := add(add(removed, 0x20), shl(5, m))
+            for { let step := topStep } step { step := shr(1, step) } {
+                let c := add(picked, step)
+                if iszero(gt(c, n)) {
+                    let v := rest
+                    if iszero(eq(c, n)) {
+                        mstore(0x00, c)
+                        v := sload(keccak256(0x00, 0x40))
+                        // v -= removedWeight[j] for every j < m with picked < removed[j] <= c.
+                        // Each such weight is part of s_tree[c], so v stays non-negative.
+                        for { let p := add(removed, 0x20) } lt(p, idxEnd) { p := add(p, 0x20) } {
+                            if and(gt(mload(p), picked), iszero(gt(mload(p), c))) {
+                                v := sub(v, mload(add(p, sub(removedWeight, removed))))
+                            }
+                        }
+                    }
+                    switch gt(v, r)
+                    case 0 {
+                        r := sub(r, v)
+                        rest := sub(rest, v)
+                        sinceReject := add(sinceReject, v)
+                        picked := c
+                    }
+                    default {
+                        pickedWeight := v
+                        sinceReject := 0
+                    }
                 }
-            }
-            if (v <= r) {
-                unchecked {
-                    r -= v;
-                    sinceReject += v;
-                }
-                pos = c;
-            } else {
-                lastRejected = v;
-                sinceReject = 0;
             }
         }
         unchecked {
-            picked = pos + 1;
-            pickedWeight = lastRejected - sinceReject;
+            ++picked;
+            pickedWeight -= sinceReject;
         }
     }
 

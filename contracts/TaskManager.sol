@@ -7,10 +7,20 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ITaskManager} from "./interfaces/ITaskManager.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IDataRegistry} from "./interfaces/IDataRegistry.sol";
+
+/// @dev The NodeRegistry's election that also returns the picked operators (NodeRegistry keeps
+///      operator and weight of an index in one slot, so the election reads them anyway).
+interface INodeRegistryElection {
+    function electCommitteeWithOperators(bytes32 seed, uint256 k, uint32[] calldata exclude)
+        external
+        view
+        returns (uint32[] memory indices, address[] memory operators);
+}
 
 // Deadlines and accept windows span minutes to days; the few seconds a proposer can move
 // block.timestamp do not matter to them.
@@ -30,11 +40,18 @@ import {IDataRegistry} from "./interfaces/IDataRegistry.sol";
 ///      Finalized and Refunded are terminal. `acceptTask`, `slashNoShow` and `reportEquivocation`
 ///      change a task's masks or committee without changing its state.
 ///
-///      Storage of one task (`StoredTask`): slot A requester|state|kind|k|quorum|acceptedMask|
-///      slashedMask|deadline; slot B the committee's node indices (24 bits per slot, up to 8) |
-///      acceptDeadline; slot C feeWei|dataFeeWei|refillRound|datasetCount; slot D specHash;
-///      resultHash and publicOutputHash are written only at finalization. Datasets are kept in
-///      separate mappings, and only when the task has any.
+///      Storage of one task (`StoredTask`), three slots at request: slot A requester|state|kind|
+///      k|quorum|acceptedMask|slashedMask|deadline (uint48); slot B the committee's node indices
+///      (16 bits per slot, up to 8, so node indices above 65535 are rejected) | acceptDeadline
+///      (uint40) | feeWei (uint88, larger fees are rejected); slot C specHash; resultHash and
+///      publicOutputHash are written only at finalization. `TaskExtra` (dataFeeWei | refillRound)
+///      is written only when the datasets have a non-zero price or a no-show slot is refilled.
+///      Datasets are kept in separate mappings, and only when the task has any.
+///
+///      Parameters and counters: `s_hot` (taskCount|configEpoch|acceptWindow|maxDuration|
+///      protocolFeeBps|reporterRewardBps) is the one slot a request reads and writes and that a
+///      finalization reads with `s_payout` (treasury|noShowSlashWei); `equivocationSlashWei`
+///      has its own slot.
 ///
 ///      The reentrancy guard is OpenZeppelin's ReentrancyGuardTransient (EIP-1153, the target
 ///      EVM is cancun): ReentrancyGuard's semantics without its two storage writes per call.
@@ -51,8 +68,8 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         keccak256("Result(uint256 taskId,bytes32 resultHash,bytes32 publicOutputHash,uint64 configEpoch)");
     uint256 private constant BPS = 10_000;
     /// @dev Width of one committee slot's node index in `StoredTask.committee`.
-    uint256 private constant INDEX_BITS = 24;
-    uint256 private constant INDEX_MASK = 0xFFFFFF;
+    uint256 private constant INDEX_BITS = 16;
+    uint256 private constant INDEX_MASK = 0xFFFF;
     /// @dev Legal transitions: bit (from * 8 + to) is set for every allowed edge, with None = 0,
     ///      Requested = 1, Active = 2, Finalized = 3, Refunded = 4: None->Requested (bit 1),
     ///      Requested->Active|Finalized|Refunded (bits 10, 11, 12), Active->Finalized|Refunded
@@ -71,18 +88,37 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         uint8 slashedMask;
         uint48 deadline;
         // slot B
-        uint192 committee; // node index of slot i at bits [24 i, 24 i + 24)
-        uint64 acceptDeadline;
+        uint128 committee; // node index of slot i at bits [16 i, 16 i + 16)
+        uint40 acceptDeadline;
+        uint88 feeWei;
         // slot C
-        uint96 feeWei;
-        uint96 dataFeeWei;
-        uint32 refillRound; // number of no-show slots refilled so far
-        uint8 datasetCount;
-        // slot D
         bytes32 specHash;
         // written at finalization
         bytes32 resultHash;
         bytes32 publicOutputHash;
+    }
+
+    /// @dev The rarely set part of a task; all zero (never written) for a task whose datasets
+    ///      cost nothing and that had no refill.
+    struct TaskExtra {
+        uint96 dataFeeWei;
+        uint32 refillRound; // number of no-show slots refilled so far
+    }
+
+    /// @dev Counters and the parameters a request or a finalization needs, in one slot.
+    struct Hot {
+        uint64 taskCount;
+        uint64 configEpoch;
+        uint32 acceptWindow;
+        uint64 maxDuration;
+        uint16 protocolFeeBps;
+        uint16 reporterRewardBps;
+    }
+
+    /// @dev Where finalization and slashing credits go, and the no-show slash, in one slot.
+    struct Payout {
+        address treasury;
+        uint96 noShowSlashWei;
     }
 
     /// @dev A dataset's owner and price, snapshotted when the task consumed it.
@@ -95,10 +131,13 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
     INodeRegistry private immutable i_nodes;
     IDataRegistry private immutable i_data;
 
-    Config private s_config;
-    uint64 private s_configEpoch;
-    uint64 private s_taskCount;
+    Hot private s_hot;
+    Payout private s_payout;
+    uint96 private s_equivocationSlashWei;
+    /// @dev Written slot by slot in `_writeTask` (assembly), which slither does not follow.
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 taskId => StoredTask) private s_tasks;
+    mapping(uint256 taskId => TaskExtra) private s_taskExtras;
     mapping(uint256 taskId => uint64[]) private s_taskDatasetIds;
     mapping(uint256 taskId => DatasetPayee[]) private s_taskDatasetPayees;
     mapping(address account => uint256) private s_owed;
@@ -185,11 +224,23 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         if (t.acceptedMask & bit != 0) revert TaskManager__NotNoShow(taskId, slot);
         if (t.slashedMask & bit != 0) revert TaskManager__AlreadySlashed(taskId, slot);
 
-        uint192 committee = t.committee;
-        address noShow = i_nodes.getOperatorAt(_indexAt(committee, slot));
+        address noShow = i_nodes.getOperatorAt(_indexAt(t.committee, slot));
+        address replacement = _refill(taskId, t, slot, k);
+        if (replacement == address(0)) t.slashedMask |= bit;
 
-        // Draw a replacement (a view call) among the nodes outside the current committee.
-        uint32 round = t.refillRound;
+        Payout memory payout = s_payout;
+        uint96 slashedWei = i_nodes.slash(noShow, payout.noShowSlashWei, address(this));
+        _creditSlash(taskId, slashedWei, s_hot.reporterRewardBps, payout.treasury);
+        emit NoShowSlashed(taskId, noShow, slashedWei, replacement);
+    }
+
+    /// @dev Draw a replacement (a view call) for `slot` among the nodes outside the current
+    ///      committee and install it with a new accept window; return it, or zero when no node
+    ///      is free (the committee is then left as it is).
+    function _refill(uint256 taskId, StoredTask storage t, uint8 slot, uint256 k) private returns (address) {
+        uint128 committee = t.committee;
+        TaskExtra storage extra = s_taskExtras[taskId];
+        uint32 round = extra.refillRound;
         bytes32 seed = keccak256(abi.encode(block.prevrandao, taskId, slot, round));
         uint32 replacementIndex = 0;
         try i_nodes.electCommittee(seed, 1, _indices(committee, k)) returns (uint32[] memory picked) {
@@ -199,25 +250,16 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
             // forge-lint: disable-next-line(unsafe-typecast)
             if (bytes4(reason) != INodeRegistry.NodeRegistry__NotEnoughNodes.selector) _bubble(reason);
         }
+        if (replacementIndex == 0) return address(0);
 
-        address replacement = address(0);
-        Config memory config = s_config;
-        if (replacementIndex != 0) {
-            committee = _withIndex(committee, slot, replacementIndex);
-            uint64 newAcceptDeadline = uint64(block.timestamp) + config.acceptWindow;
-            t.committee = committee;
-            t.acceptDeadline = newAcceptDeadline;
-            t.refillRound = round + 1;
-            address[] memory operators = _operators(committee, k);
-            replacement = operators[slot];
-            emit CommitteeElected(taskId, operators, seed, newAcceptDeadline);
-        } else {
-            t.slashedMask |= bit;
-        }
-
-        uint96 slashedWei = i_nodes.slash(noShow, config.noShowSlashWei, address(this));
-        _creditSlash(taskId, slashedWei, config);
-        emit NoShowSlashed(taskId, noShow, slashedWei, replacement);
+        committee = _withIndex(committee, slot, replacementIndex);
+        uint40 newAcceptDeadline = SafeCast.toUint40(block.timestamp + s_hot.acceptWindow);
+        t.committee = committee;
+        t.acceptDeadline = newAcceptDeadline;
+        extra.refillRound = round + 1;
+        address[] memory operators = _operators(committee, k);
+        emit CommitteeElected(taskId, operators, seed, newAcceptDeadline);
+        return operators[slot];
     }
 
     // ---------------------------------------------------------------------------------------
@@ -238,7 +280,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         TaskState current = _requireOpen(taskId, t.state);
         uint64 deadline = t.deadline;
         if (block.timestamp > deadline) revert TaskManager__Deadline(taskId, deadline, uint64(block.timestamp));
-        uint64 epoch = s_configEpoch;
+        uint64 epoch = s_hot.configEpoch;
         if (configEpoch != epoch) revert TaskManager__StaleConfigEpoch(configEpoch, epoch);
         uint8 quorum = t.quorum;
         if (signatures.length < quorum) revert TaskManager__BelowQuorum(signatures.length, quorum);
@@ -264,7 +306,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         if (block.timestamp <= deadline) revert TaskManager__Deadline(taskId, deadline, uint64(block.timestamp));
         _transition(taskId, t, current, TaskState.Refunded);
         address requester = t.requester;
-        uint96 amountWei = t.feeWei + t.dataFeeWei;
+        uint96 amountWei = t.feeWei + s_taskExtras[taskId].dataFeeWei;
         _credit(requester, taskId, amountWei);
         emit TaskRefunded(taskId, requester, amountWei);
     }
@@ -336,7 +378,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
             deadline: t.deadline,
             acceptDeadline: t.acceptDeadline,
             feeWei: t.feeWei,
-            dataFeeWei: t.dataFeeWei,
+            dataFeeWei: s_taskExtras[taskId].dataFeeWei,
             specHash: t.specHash,
             resultHash: t.resultHash,
             publicOutputHash: t.publicOutputHash
@@ -369,7 +411,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
 
     /// @inheritdoc ITaskManager
     function getTaskCount() external view returns (uint256) {
-        return s_taskCount;
+        return s_hot.taskCount;
     }
 
     /// @inheritdoc ITaskManager
@@ -388,12 +430,22 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
 
     /// @inheritdoc ITaskManager
     function getConfig() external view returns (Config memory) {
-        return s_config;
+        Hot memory hot = s_hot;
+        Payout memory payout = s_payout;
+        return Config({
+            protocolFeeBps: hot.protocolFeeBps,
+            reporterRewardBps: hot.reporterRewardBps,
+            acceptWindow: hot.acceptWindow,
+            noShowSlashWei: payout.noShowSlashWei,
+            equivocationSlashWei: s_equivocationSlashWei,
+            maxDuration: hot.maxDuration,
+            treasury: payout.treasury
+        });
     }
 
     /// @inheritdoc ITaskManager
     function getConfigEpoch() external view returns (uint64) {
-        return s_configEpoch;
+        return s_hot.configEpoch;
     }
 
     /// @notice The token used for fees, rewards and slashes.
@@ -417,8 +469,11 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
 
     /// @dev Validate, consume the datasets, elect the committee, store the task, pull the escrow.
     function _request(address requester, TaskRequest calldata req) private returns (uint256 taskId) {
-        uint32 acceptWindow = _validateRequest(requester, req);
-        taskId = ++s_taskCount;
+        Hot storage hot = s_hot;
+        uint32 acceptWindow = _validateRequest(requester, req, hot);
+        uint64 count = hot.taskCount + 1;
+        hot.taskCount = count;
+        taskId = count;
         uint256 dataFeeWei = 0;
         if (req.datasetIds.length != 0) dataFeeWei = _consumeDatasets(taskId, requester, req);
         uint256 escrowWei = uint256(req.feeWei) + dataFeeWei;
@@ -429,25 +484,30 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         i_token.safeTransferFrom(msg.sender, address(this), escrowWei);
     }
 
-    /// @dev Revert unless the request is well formed; return the accept window.
-    function _validateRequest(address requester, TaskRequest calldata req) private view returns (uint32) {
+    /// @dev Revert unless the request is well formed. A fee of 2^88 wei or more does not fit
+    ///      the task's storage and is rejected with `BadRequest`.
+    ///      Return the accept window.
+    function _validateRequest(address requester, TaskRequest calldata req, Hot storage hot)
+        private
+        view
+        returns (uint32 acceptWindow)
+    {
         uint8 k = req.committeeSize;
         uint8 quorum = req.quorum;
         if (k == 0 || k > MAX_COMMITTEE || quorum > k || uint256(quorum) * 2 <= k) {
             revert TaskManager__BadCommittee(k, quorum);
         }
+        uint96 feeWei = req.feeWei;
         if (
-            requester == address(0) || req.feeWei == 0 || req.specHash == bytes32(0) || bytes(req.specURI).length == 0
-                || req.datasetIds.length > MAX_DATASETS
+            requester == address(0) || feeWei == 0 || feeWei > type(uint88).max || req.specHash == bytes32(0)
+                || bytes(req.specURI).length == 0 || req.datasetIds.length > MAX_DATASETS
         ) revert TaskManager__BadRequest();
-        Config storage config = s_config;
-        uint32 acceptWindow = config.acceptWindow;
+        acceptWindow = hot.acceptWindow;
         uint256 deadline = req.deadline;
         if (
-            deadline <= block.timestamp + acceptWindow || deadline > block.timestamp + config.maxDuration
+            deadline <= block.timestamp + acceptWindow || deadline > block.timestamp + hot.maxDuration
                 || deadline > type(uint48).max
         ) revert TaskManager__BadDeadline(req.deadline, uint64(block.timestamp));
-        return acceptWindow;
     }
 
     /// @dev Elect the committee, write the task and announce it.
@@ -460,32 +520,88 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
     ) private {
         uint8 k = req.committeeSize;
         bytes32 seed = keccak256(abi.encode(block.prevrandao, taskId));
-        uint32[] memory picked = i_nodes.electCommittee(seed, k, new uint32[](0));
-        uint192 committee = 0;
-        for (uint256 i; i < k; ++i) {
-            committee = _withIndex(committee, i, picked[i]);
-        }
-        uint64 acceptDeadline = uint64(block.timestamp) + acceptWindow;
+        (uint128 committee, address[] memory operators) = _electCommittee(seed, k);
+        uint40 acceptDeadline = SafeCast.toUint40(block.timestamp + acceptWindow);
 
-        s_tasks[taskId].requester = requester;
         StoredTask storage t = s_tasks[taskId];
-        t.kind = req.kind;
-        t.committeeSize = k;
-        t.quorum = req.quorum;
-        // forge-lint: disable-next-line(unsafe-typecast)
-        t.deadline = uint48(req.deadline); // _validateRequest rejects deadlines above type(uint48).max
-        t.committee = committee;
-        t.acceptDeadline = acceptDeadline;
-        t.feeWei = req.feeWei;
-        t.dataFeeWei = dataFeeWei;
-        // forge-lint: disable-next-line(unsafe-typecast)
-        t.datasetCount = uint8(req.datasetIds.length); // at most MAX_DATASETS
-        t.specHash = req.specHash;
+        _writeTask(t, requester, req, committee, acceptDeadline);
+        // A zero data fee is what an unwritten TaskExtra reads as.
+        if (dataFeeWei != 0) s_taskExtras[taskId].dataFeeWei = dataFeeWei;
         _transition(taskId, t, TaskState.None, TaskState.Requested);
 
-        address[] memory operators = _operators(committee, k);
         _emitRequested(taskId, requester, req, dataFeeWei, operators, seed);
         emit CommitteeElected(taskId, operators, seed, acceptDeadline);
+    }
+
+    /// @dev Elect `k` members with NodeRegistry.electCommitteeWithOperators (no exclusions) and
+    ///      return their node indices packed as in `StoredTask.committee`, and their operators.
+    ///      The call is encoded and its answer decoded by hand: the answer is checked to have
+    ///      exactly the shape `(uint32[k], address[k])` encodes to (head offsets 0x40 and
+    ///      0x60 + 32k), the operators array is used in place, and every index must be in
+    ///      1..0xFFFF and every operator a clean address; anything else reverts with
+    ///      `BadCommittee(0, 0)`, as a bad index always did. A revert of the election (e.g.
+    ///      `NodeRegistry__NotEnoughNodes`) is passed through unchanged.
+    function _electCommittee(bytes32 seed, uint256 k)
+        private
+        view
+        returns (uint128 committee, address[] memory operators)
+    {
+        address registry = address(i_nodes);
+        bytes4 selector = INodeRegistryElection.electCommitteeWithOperators.selector;
+        bool ok;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            mstore(add(ptr, 0x04), seed)
+            mstore(add(ptr, 0x24), k)
+            mstore(add(ptr, 0x44), 0x60) // offset of `exclude`
+            mstore(add(ptr, 0x64), 0) // exclude.length
+            if iszero(staticcall(gas(), registry, ptr, 0x84, 0, 0)) {
+                returndatacopy(ptr, 0, returndatasize())
+                revert(ptr, returndatasize())
+            }
+            let words := shl(5, k)
+            let size := returndatasize()
+            if eq(size, add(0x80, shl(1, words))) {
+                returndatacopy(ptr, 0, size)
+                let second := add(0x60, words)
+                ok := and(
+                    and(eq(mload(ptr), 0x40), eq(mload(add(ptr, 0x20)), second)),
+                    and(eq(mload(add(ptr, 0x40)), k), eq(mload(add(ptr, second)), k))
+                )
+                operators := add(ptr, second)
+                let indexPtr := add(ptr, 0x60)
+                for { let i := 0 } lt(i, k) { i := add(i, 1) } {
+                    let index := mload(add(indexPtr, shl(5, i)))
+                    let operator := mload(add(operators, shl(5, add(i, 1))))
+                    ok := and(ok, and(and(gt(index, 0), lt(index, 0x10000)), iszero(shr(160, operator))))
+                    committee := or(committee, shl(shl(4, i), index))
+                }
+                mstore(0x40, add(ptr, size))
+            }
+        }
+        if (!ok) revert TaskManager__BadCommittee(0, 0);
+    }
+
+    /// @dev Write slots A, B and C of a new task, each with one SSTORE (Solidity packs struct
+    ///      members from the low-order bits up; see StoredTask). state stays None: _transition
+    ///      moves it. _validateRequest bounds deadline to 48 bits and feeWei to 88 bits.
+    function _writeTask(
+        StoredTask storage t,
+        address requester,
+        TaskRequest calldata req,
+        uint128 committee,
+        uint40 acceptDeadline
+    ) private {
+        uint256 slotA = uint256(uint160(requester)) | (uint256(req.kind) << 168)
+            | (uint256(req.committeeSize) << 176) | (uint256(req.quorum) << 184) | (uint256(req.deadline) << 208);
+        uint256 slotB = uint256(committee) | (uint256(acceptDeadline) << 128) | (uint256(req.feeWei) << 168);
+        bytes32 specHash = req.specHash;
+        assembly ("memory-safe") {
+            sstore(t.slot, slotA)
+            sstore(add(t.slot, 1), slotB)
+            sstore(add(t.slot, 2), specHash)
+        }
     }
 
     function _emitRequested(
@@ -569,19 +685,19 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
     ///      treasury, an equal share to each signer's operator, each dataset price to its owner.
     function _creditFinalization(uint256 taskId, StoredTask storage t, address[] memory signers) private {
         uint96 feeWei = t.feeWei;
-        Config storage config = s_config;
-        uint256 protocolFeeWei = (uint256(feeWei) * config.protocolFeeBps) / BPS;
+        uint256 protocolFeeWei = (uint256(feeWei) * s_hot.protocolFeeBps) / BPS;
         uint256 n = signers.length;
         uint256 shareWei = (feeWei - protocolFeeWei) / n;
         uint256 treasuryWei = protocolFeeWei + (feeWei - protocolFeeWei) % n;
         // Both amounts are parts of feeWei, a uint96.
         // forge-lint: disable-next-line(unsafe-typecast)
-        _credit(config.treasury, taskId, uint96(treasuryWei));
+        _credit(s_payout.treasury, taskId, uint96(treasuryWei));
         for (uint256 i; i < n; ++i) {
             // forge-lint: disable-next-line(unsafe-typecast)
             _credit(signers[i], taskId, uint96(shareWei));
         }
-        if (t.datasetCount != 0) {
+        // Datasets whose prices sum to zero would only credit zero amounts, which are skipped.
+        if (s_taskExtras[taskId].dataFeeWei != 0) {
             DatasetPayee[] storage payees = s_taskDatasetPayees[taskId];
             for (uint256 i; i < payees.length; ++i) {
                 DatasetPayee memory payee = payees[i];
@@ -599,19 +715,18 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         if (t.slashedMask & bit != 0) revert TaskManager__AlreadySlashed(taskId, slot);
         t.slashedMask |= bit;
 
-        Config memory config = s_config;
-        uint96 slashedWei = i_nodes.slash(operator, config.equivocationSlashWei, address(this));
-        _creditSlash(taskId, slashedWei, config);
+        uint96 slashedWei = i_nodes.slash(operator, s_equivocationSlashWei, address(this));
+        _creditSlash(taskId, slashedWei, s_hot.reporterRewardBps, s_payout.treasury);
         emit EquivocationSlashed(taskId, operator, slashedWei, msg.sender);
     }
 
     /// @dev Split a slash that landed in this contract: reporter share to msg.sender, rest to the treasury.
-    function _creditSlash(uint256 taskId, uint96 slashedWei, Config memory config) private {
+    function _creditSlash(uint256 taskId, uint96 slashedWei, uint16 reporterRewardBps, address treasury) private {
         // At most slashedWei, a uint96, since reporterRewardBps <= BPS.
         // forge-lint: disable-next-line(unsafe-typecast)
-        uint96 reporterWei = uint96((uint256(slashedWei) * config.reporterRewardBps) / BPS);
+        uint96 reporterWei = uint96((uint256(slashedWei) * reporterRewardBps) / BPS);
         _credit(msg.sender, taskId, reporterWei);
-        _credit(config.treasury, taskId, slashedWei - reporterWei);
+        _credit(treasury, taskId, slashedWei - reporterWei);
     }
 
     /// @dev Add to an account's withdrawable balance (zero amounts are skipped).
@@ -636,9 +751,18 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
             config.protocolFeeBps > BPS || config.reporterRewardBps > BPS || config.treasury == address(0)
                 || config.acceptWindow == 0 || config.maxDuration <= config.acceptWindow
         ) revert TaskManager__BadConfig();
-        s_config = config;
-        uint64 epoch = s_configEpoch + 1;
-        s_configEpoch = epoch;
+        Hot storage hot = s_hot;
+        uint64 epoch = hot.configEpoch + 1;
+        s_hot = Hot({
+            taskCount: hot.taskCount,
+            configEpoch: epoch,
+            acceptWindow: config.acceptWindow,
+            maxDuration: config.maxDuration,
+            protocolFeeBps: config.protocolFeeBps,
+            reporterRewardBps: config.reporterRewardBps
+        });
+        s_payout = Payout({treasury: config.treasury, noShowSlashWei: config.noShowSlashWei});
+        s_equivocationSlashWei = config.equivocationSlashWei;
         emit ConfigChanged(epoch, config);
     }
 
@@ -681,7 +805,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
     }
 
     /// @dev Find the committee slot of msg.sender as an operator, or as an operator's signer key.
-    function _findCaller(uint192 committee, uint8 k, address caller)
+    function _findCaller(uint128 committee, uint8 k, address caller)
         private
         view
         returns (bool found, uint8 slot, address operator)
@@ -699,7 +823,7 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
     }
 
     /// @dev Find the committee slot of `operator`.
-    function _findOperator(uint192 committee, uint8 k, address operator) private view returns (bool found, uint8 slot) {
+    function _findOperator(uint128 committee, uint8 k, address operator) private view returns (bool found, uint8 slot) {
         if (operator == address(0)) return (false, 0);
         for (uint8 i; i < k; ++i) {
             if (i_nodes.getOperatorAt(_indexAt(committee, i)) == operator) return (true, i);
@@ -707,34 +831,34 @@ contract TaskManager is ITaskManager, Ownable, ReentrancyGuardTransient, EIP712 
         return (false, 0);
     }
 
-    function _operators(uint192 committee, uint256 k) private view returns (address[] memory operators) {
+    function _operators(uint128 committee, uint256 k) private view returns (address[] memory operators) {
         operators = new address[](k);
         for (uint256 i; i < k; ++i) {
             operators[i] = i_nodes.getOperatorAt(_indexAt(committee, i));
         }
     }
 
-    function _indices(uint192 committee, uint256 k) private pure returns (uint32[] memory indices) {
+    function _indices(uint128 committee, uint256 k) private pure returns (uint32[] memory indices) {
         indices = new uint32[](k);
         for (uint256 i; i < k; ++i) {
             indices[i] = _indexAt(committee, i);
         }
     }
 
-    function _indexAt(uint192 committee, uint256 slot) private pure returns (uint32) {
+    function _indexAt(uint128 committee, uint256 slot) private pure returns (uint32) {
         // forge-lint: disable-next-line(unsafe-typecast)
-        return uint32((uint256(committee) >> (slot * INDEX_BITS)) & INDEX_MASK); // 24 bits
+        return uint32((uint256(committee) >> (slot * INDEX_BITS)) & INDEX_MASK); // 16 bits
     }
 
     /// @dev `committee` with the node index of `slot` replaced by `index`. Node indices are
-    ///      stored in 24 bits (the NodeRegistry caps its node count at 2^24 - 1); index 0 or a
+    ///      stored in 16 bits (the NodeRegistry caps its node count at 2^16 - 1); index 0 or a
     ///      larger one would be a registry fault and reverts.
-    function _withIndex(uint192 committee, uint256 slot, uint32 index) private pure returns (uint192) {
+    function _withIndex(uint128 committee, uint256 slot, uint32 index) private pure returns (uint128) {
         if (index == 0 || index > INDEX_MASK) revert TaskManager__BadCommittee(0, 0);
         uint256 shift = slot * INDEX_BITS;
-        // slot < MAX_COMMITTEE, so every bit set lies below bit 192.
+        // slot < MAX_COMMITTEE, so every bit set lies below bit 128.
         // forge-lint: disable-next-line(unsafe-typecast)
-        return uint192((uint256(committee) & ~(INDEX_MASK << shift)) | (uint256(index) << shift));
+        return uint128((uint256(committee) & ~(INDEX_MASK << shift)) | (uint256(index) << shift));
     }
 
     /// @dev Bit of committee slot `slot` in the accepted and slashed masks (slot < 8).

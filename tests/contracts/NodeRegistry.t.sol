@@ -140,7 +140,7 @@ contract NodeRegistryTest is NodeRegistryFixture {
         vm.assertEq(address(s_reg.getToken()), address(s_token), "token");
         vm.assertEq(s_reg.owner(), s_owner, "owner");
         vm.assertEq(s_reg.getTaskManager(), address(this), "task manager");
-        vm.assertEq(uint256(s_reg.MAX_NODES()), 2 ** 24 - 1, "max nodes");
+        vm.assertEq(uint256(s_reg.MAX_NODES()), 2 ** 16 - 1, "max nodes");
         vm.assertEq(uint256(s_reg.getNodeCount()), 0, "no nodes");
         vm.assertEq(s_reg.getTotalWeight(), 0, "no weight");
     }
@@ -694,6 +694,28 @@ contract NodeRegistryTest is NodeRegistryFixture {
                 }
             }
         }
+    }
+
+    function test_ElectCommitteeWithOperators_MatchesElectCommitteeAndOperators() public {
+        _sixteenNodes();
+        uint32[] memory exclude = new uint32[](3);
+        exclude[0] = 16;
+        exclude[1] = 3;
+        exclude[2] = 40;
+        for (uint256 s; s < 20; ++s) {
+            bytes32 seed = keccak256(abi.encode("with operators", s));
+            uint32[] memory ex = s % 2 == 0 ? _noExclude() : exclude;
+            uint32[] memory want = s_reg.electCommittee(seed, 5, ex);
+            (uint32[] memory got, address[] memory ops) = s_reg.electCommitteeWithOperators(seed, 5, ex);
+            vm.assertEq(got.length, want.length, "indices length");
+            vm.assertEq(ops.length, want.length, "operators length");
+            for (uint256 i; i < want.length; ++i) {
+                vm.assertEq(uint256(got[i]), uint256(want[i]), "same indices");
+                vm.assertEq(ops[i], s_reg.getOperatorAt(want[i]), "operator of index");
+            }
+        }
+        vm.expectRevert(abi.encodeWithSelector(INodeRegistry.NodeRegistry__NotEnoughNodes.selector, 17, 16));
+        s_reg.electCommitteeWithOperators(bytes32(0), 17, _noExclude());
     }
 
     function test_ElectCommittee_FirstDrawFollowsPrefixSums() public {

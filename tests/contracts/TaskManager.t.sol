@@ -340,6 +340,20 @@ contract TaskManagerTest is Fixture {
         tm.requestTask(req);
     }
 
+    function test_RevertWhen_RequestTaskFeeDoesNotFitStorage() public {
+        // feeWei is stored in 88 bits: 2^88 - 1 is the largest fee a task takes.
+        _fund(requester, uint256(type(uint88).max) + 1);
+        ITaskManager.TaskRequest memory req = _taskRequest(3, 2, uint96(type(uint88).max) + 1, new uint64[](0));
+        vm.expectRevert(ITaskManager.TaskManager__BadRequest.selector);
+        vm.prank(requester);
+        tm.requestTask(req);
+
+        req.feeWei = type(uint88).max;
+        vm.prank(requester);
+        uint256 taskId = tm.requestTask(req);
+        vm.assertEq(uint256(tm.getTask(taskId).feeWei), uint256(type(uint88).max), "largest fee stored");
+    }
+
     function test_RevertWhen_RequestTaskHasBadDeadline() public {
         uint64 nowTs = uint64(block.timestamp);
         uint64[3] memory deadlines = [nowTs + ACCEPT_WINDOW, nowTs + MAX_DURATION + 1, nowTs - 1];
@@ -388,16 +402,22 @@ contract TaskManagerTest is Fixture {
         uint32[] memory picked = new uint32[](3);
         picked[0] = 1;
         picked[1] = 2;
-        bytes memory electCall = abi.encodeWithSelector(INodeRegistry.electCommittee.selector);
+        address[] memory pickedOperators = new address[](3);
+        pickedOperators[0] = operators[0];
+        pickedOperators[1] = operators[1];
+        pickedOperators[2] = operators[2];
+        // requestTask elects through electCommitteeWithOperators (indices and operators).
+        bytes memory electCall = abi.encodeWithSelector(nodes.electCommitteeWithOperators.selector);
 
         picked[2] = 0;
-        vm.mockCall(address(nodes), electCall, abi.encode(picked));
+        vm.mockCall(address(nodes), electCall, abi.encode(picked, pickedOperators));
         vm.expectRevert(abi.encodeWithSelector(ITaskManager.TaskManager__BadCommittee.selector, 0, 0));
         vm.prank(requester);
         tm.requestTask(req);
 
-        picked[2] = 1 << 24;
-        vm.mockCall(address(nodes), electCall, abi.encode(picked));
+        // Node indices are stored in 16 bits: 2^16 is the first index that does not fit.
+        picked[2] = 1 << 16;
+        vm.mockCall(address(nodes), electCall, abi.encode(picked, pickedOperators));
         vm.expectRevert(abi.encodeWithSelector(ITaskManager.TaskManager__BadCommittee.selector, 0, 0));
         vm.prank(requester);
         tm.requestTask(req);

@@ -79,15 +79,16 @@ abstract contract GasBase is Fixture {
 
 /// @notice requestTask with k = 3 and no datasets, over 16 staked nodes, after an earlier task
 ///         (the TaskManager already holds escrow, as on any live deployment).
-/// @dev GOAL NOT MET. Measured ~192k of execution. Four new storage slots (the packed task:
-///      A requester|state|kind|k|quorum|masks|deadline, B committee|acceptDeadline,
-///      C feeWei|dataFeeWei|counters, D specHash) cost 4 x 22.1k = 88.4k and cannot shrink to
-///      three while node indices are 24 bits; the NodeRegistry's stake-weighted election costs
-///      ~35k (16 nodes, k = 3), the escrow transferFrom ~18k, three getOperatorAt lookups for the
-///      event ~8k, the task counter 5k and the events ~15k. The bound below guards against
-///      regressions; it is not the goal.
+/// @dev GOAL NOT MET: measured 155,944 of execution (was 191,599 before the task was packed into
+///      three slots, the hot parameters and the task counter into one, and the election made to
+///      return the operators). What is left: three new task slots 3 x 22.1k = 66.3k; the
+///      election ~38.4k (cold registry account 2.6k, totals 2.1k, nine cold Fenwick nodes 18.9k,
+///      three cold operator entries 6.3k, ~8k of compute and ABI encoding); the escrow
+///      transferFrom ~18k; the events ~13k (TaskRequested, CommitteeElected, TaskStateChanged);
+///      counter and parameters slot 5k; the rest is call, calldata and validation overhead.
+///      The bound below guards against regressions; it is not the goal.
 contract TaskManagerGasRequestTest is GasBase {
-    uint256 internal constant REQUEST_BUDGET = 200_000;
+    uint256 internal constant REQUEST_BUDGET = 160_000;
 
     function setUp() public {
         _deployWithProbe(16);
@@ -99,7 +100,7 @@ contract TaskManagerGasRequestTest is GasBase {
         (uint256 taskId, uint256 used) = s_probe.requestTask(tm, req);
         emit log_named_uint("requestTask k=3 no datasets", used);
         vm.assertEq(taskId, 2, "requested");
-        vm.assertLt(used, REQUEST_BUDGET, "requestTask within its measured budget (goal of 150k not met)");
+        vm.assertLt(used, REQUEST_BUDGET, "requestTask within its measured budget of 160k (goal of 150k not met)");
     }
 }
 
