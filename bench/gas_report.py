@@ -51,11 +51,13 @@ def function_tables(report: str) -> list[str]:
 
 def logged_numbers(verbose: str) -> list[str]:
     """The `name: gas` lines the gas tests log."""
-    lines = []
+    lines, label = [], ""
     for line in verbose.splitlines():
         text = line.strip()
-        if re.search(r"\d{4,}$", text) and ("gas" in text or "requestTask" in text or "submitResult" in text):
-            lines.append(f"- {text}")
+        if text.startswith("electCommittee gas"):
+            label = text  # the election test logs its label and its number on two lines
+        elif re.search(r"\d{4,}$", text) and any(w in text for w in ("gas", "requestTask", "submitResult")):
+            lines.append(f"- {label + ': ' if text.startswith('gas ') and label else ''}{text}")
     return lines
 
 
