@@ -1,8 +1,10 @@
 """A local Datum network on one machine: anvil, the deployed contracts, and staked nodes.
 
 `up` starts anvil detached on a free 127.0.0.1 port (it keeps running after the caller
-exits), deploys, funds, registers and stakes N node accounts, and records everything in
-``<home>/devnet.json``; `down` stops only the process id recorded there.
+exits), deploys, funds, registers and stakes N node accounts, starts one node process per
+account (``datum node run``, config and data in ``<home>/node-<i>/``, listening on the
+endpoint registered on chain) and records everything in ``<home>/devnet.json``; `down`
+stops only the process ids recorded there: the nodes first, then anvil.
 
 Accounts come from anvil's well-known development mnemonic: account 0 deploys, owns the
 contracts, is the treasury and the default requester; accounts 1..N are the node
@@ -32,6 +34,7 @@ from .chain.errors import ChainError
 from .chain.rpc import Chain, connect
 from .chain.staking import register_node
 from .chain.txmanager import NonceTracker, TxManager
+from .node.processes import NodeLaunch, is_node_process, spawn_node, wait_healthy, write_node_config
 
 __all__ = [
     "DEV_MNEMONIC",
@@ -43,6 +46,8 @@ __all__ = [
     "is_running",
     "load_state",
     "start_anvil",
+    "start_node",
+    "stop_node",
     "stop_process",
     "up",
 ]
@@ -87,6 +92,8 @@ class DevnetNode(BaseModel):
     signer: str
     endpoint: str
     stake_wei: int
+    pid: int | None = None  # its `datum node run` process, when the devnet started one
+    home: str | None = None  # its config, key, data dir and log
 
 
 class DevnetState(BaseModel):
@@ -236,8 +243,10 @@ def up(
     stake_wei: int = 10_000 * TOKEN,
     config: DeployConfig = DEVNET_DEPLOY_CONFIG,
     progress: Callable[[str], None] = lambda _: None,
+    processes: bool = True,
 ) -> DevnetState:
-    """Start anvil, deploy, fund and stake `nodes` node accounts; record it all under `home`."""
+    """Start anvil, deploy, fund and stake `nodes` node accounts, start their node processes
+    (unless `processes` is False) and wait until each serves; record it all under `home`."""
     if nodes < 1:
         raise ConfigError("a devnet needs at least one node")
     existing = load_state(home)
@@ -294,18 +303,112 @@ def up(
             nodes=records,
         )
         state.save(home)
+        if processes:
+            progress(f"starting {nodes} node processes")
+            state = _start_nodes(home, state, store, [n.index for n in records])
         return state
     except BaseException:
+        started = load_state(home)
+        for n in started.nodes if started is not None else []:
+            if n.pid is not None and is_node_process(n.pid):
+                stop_process(n.pid)
         stop_process(proc.pid, reap=proc.poll)
         proc.wait(timeout=10)
         raise
 
 
+NODE_SETTINGS: dict[str, float | int] = {
+    "poll_interval_s": 0.5,
+    "deadline_poll_s": 1.0,
+    "submit_stagger_s": 1.0,
+    "workers": 1,
+}
+
+
+def _launch(home: Path, index: int) -> NodeLaunch:
+    return NodeLaunch(home / f"node-{index}")
+
+
+def _start_nodes(home: Path, state: DevnetState, store: ArtifactStore, indices: list[int]) -> DevnetState:
+    """Write each node's config and start its process; wait until all serve; record the pids."""
+    nodes = {n.index: n for n in state.nodes}
+    waiting = []
+    for index in indices:
+        node = nodes[index]
+        launch = _launch(home, index)
+        write_node_config(
+            launch,
+            private_key_hex="0x" + bytes(dev_account(node.account).key).hex(),
+            rpc_url=state.rpc_url,
+            deployment=home / DEPLOYMENT_FILE,
+            artifacts_dir=store.directory,
+            listen_port=int(node.endpoint.rsplit(":", 1)[1]),
+            extra=NODE_SETTINGS,
+        )
+        pid = spawn_node(launch)
+        nodes[index] = node.model_copy(update={"pid": pid, "home": str(launch.home)})
+        state = state.model_copy(update={"nodes": [nodes[n.index] for n in state.nodes]})
+        state.save(home)  # record the pid before waiting: `down` stops it even if `up` fails
+        waiting.append((pid, node.endpoint, launch.log))
+    wait_healthy(waiting)
+    log.info("devnet nodes %s serving", indices)
+    return state
+
+
+def start_node(home: Path, index: int, store: ArtifactStore | None = None) -> DevnetState:
+    """(Re)start node `index`'s process with its existing config and data; returns the new state."""
+    state = load_state(home)
+    if state is None:
+        raise ConfigError(f"no devnet in {home}")
+    node = next((n for n in state.nodes if n.index == index), None)
+    if node is None:
+        raise ConfigError(f"the devnet has no node {index}")
+    if node.pid is not None and is_node_process(node.pid):
+        raise ConfigError(f"node {index} already runs (pid {node.pid})")
+    launch = _launch(home, index)
+    if launch.config.is_file():
+        pid = spawn_node(launch)
+        nodes = [n.model_copy(update={"pid": pid}) if n.index == index else n for n in state.nodes]
+        state = state.model_copy(update={"nodes": nodes})
+        state.save(home)
+        wait_healthy([(pid, node.endpoint, launch.log)])
+        return state
+    return _start_nodes(home, state, store or ArtifactStore(), [index])
+
+
+def stop_node(home: Path, index: int, *, kill: bool = False) -> DevnetState:
+    """Stop node `index`'s process (SIGTERM, or SIGKILL with `kill`); returns the new state."""
+    state = load_state(home)
+    if state is None:
+        raise ConfigError(f"no devnet in {home}")
+    node = next((n for n in state.nodes if n.index == index), None)
+    if node is None:
+        raise ConfigError(f"the devnet has no node {index}")
+    if node.pid is not None and is_node_process(node.pid):
+        if kill:
+            os.kill(node.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(node.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            stop_process(node.pid, timeout_s=30)
+    nodes = [n.model_copy(update={"pid": None}) if n.index == index else n for n in state.nodes]
+    state = state.model_copy(update={"nodes": nodes})
+    state.save(home)
+    return state
+
+
 def down(home: Path) -> DevnetState | None:
-    """Stop the anvil recorded under `home` and forget the devnet; returns what was stopped."""
+    """Stop the node processes and the anvil recorded under `home` and forget the devnet;
+    returns what was stopped."""
     state = load_state(home)
     if state is None:
         return None
+    running = [n.pid for n in state.nodes if n.pid is not None and is_node_process(n.pid)]
+    for pid in running:  # all of them at once, then wait for each
+        os.kill(pid, signal.SIGTERM)
+    for pid in running:
+        stop_process(pid, timeout_s=30)
     if _is_anvil(state.pid):
         stop_process(state.pid)
     (home / STATE_FILE).unlink(missing_ok=True)

@@ -1,55 +1,67 @@
-"""`make demo`: a local devnet and one outsourced-computation task through the contracts.
+"""`make demo`: a local devnet with three real node processes, and two HE outsourcing tasks.
 
-What runs: anvil with the contracts deployed and three staked nodes (`datum devnet up`);
-a data owner registers its dataset (metadata and commitment only) and encrypts a column
-with Paillier; a requester posts the task, paying the fee and the dataset's price into
-escrow; the committee is elected on chain and the demo checks the election in Python;
-each member accepts, evaluates the formula on the ciphertext only, and signs the hash of
-its encrypted result (EIP-712); a quorum of signatures finalizes the task; the owner
-decrypts; the rewards are withdrawn.
+What runs: anvil with the contracts deployed, three staked operators and one
+`datum node run` process each (`datum devnet up --nodes 3`). A requester generates a
+private table, encrypts the columns it needs on its own machine and posts each task on
+chain through the SDK (`oracle.client`, what `datum task submit he` uses); the elected
+nodes see the request, accept on chain, take the ciphertexts over their p2p API, evaluate
+in worker processes, sign the result's hash (EIP-712), exchange signatures and finalize
+on chain with a quorum; the requester fetches the result, checks it against the on-chain
+hash and decrypts. Then every node withdraws its reward.
 
-Until the node daemon lands, the three members' work (accept, evaluate, sign) runs here
-with each node's own key; everything on chain is real.
+Task 1: Paillier `sum(income)` (exact). Task 2: CKKS `mean(score)` (approximate, with
+its stated error bound).
 """
 
 import argparse
-import csv
-import random
+import asyncio
+import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from compute.he import HETaskSpec, Scheme, decrypt, encrypt_columns, evaluate, generate_keys, result_digest
 from oracle import devnet
-from oracle.chain import staking, tasks
+from oracle.chain import tasks
 from oracle.chain.artifacts import ArtifactStore
 from oracle.chain.contracts import DatumContracts
-from oracle.chain.datasets import ConsentPolicy, describe_csv, kinds_mask, register_dataset
 from oracle.chain.deploy import TOKEN
 from oracle.chain.rpc import Chain, connect
-from oracle.chain.signer import public_output_hash, sign_result
-from oracle.chain.tasks import TaskRequest, TaskState
 from oracle.chain.txmanager import NonceTracker, TxManager
+from oracle.client import DatumClient, HEOutcome, PreparedHE, prepare_he
 
 console = Console()
-OWNER_ACCOUNT = 9  # the data owner; account 0 is the requester and treasury
 ROWS = 2_000
+FEE_WEI = 30 * TOKEN
 
 
-def write_dataset(path: Path, rows: int, seed: int) -> list[int]:
-    """A data owner's private table: client id and yearly income."""
-    rng = random.Random(seed)
-    incomes = [rng.randrange(18_000, 240_000) for _ in range(rows)]
-    with path.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["client_id", "income"])
-        for i, income in enumerate(incomes):
-            out.writerow([f"c{i:06d}", income])
-    return incomes
+def write_table(path: Path, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The requester's private table: client id, yearly income, a credit score in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    incomes = rng.integers(18_000, 240_000, rows)
+    scores = np.round(rng.uniform(0, 1, rows), 6)
+    lines = ["client_id,income,score"] + [
+        f"c{i:06d},{income},{score:.6f}"
+        for i, (income, score) in enumerate(zip(incomes, scores, strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return incomes, scores
+
+
+def node_compute_s(state: devnet.DevnetState, task_id: int) -> list[float]:
+    """Each node's evaluation time for the task, from its log (identifiers and timings only)."""
+    pattern = re.compile(rf"task {task_id} computed in ([0-9.]+) s")
+    times = []
+    for node in state.nodes:
+        if node.home is None:
+            continue
+        match = pattern.search((Path(node.home) / "node.log").read_text())
+        if match:
+            times.append(float(match.group(1)))
+    return times
 
 
 def main() -> None:
@@ -60,10 +72,10 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="datum-demo-"))
     store = ArtifactStore()
-    with console.status("starting the devnet (anvil, contracts, staked nodes)"):
+    with console.status("starting the devnet (anvil, contracts, staked nodes, node processes)"):
         state = devnet.up(home, args.nodes, store=store)
     try:
-        run(state, store, home)
+        asyncio.run(run(state, store, home))
     finally:
         if args.keep:
             console.print(f"devnet left running: DATUM_HOME={home} datum devnet status")
@@ -72,99 +84,81 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> None:
+async def one_task(client: DatumClient, prepared: PreparedHE) -> HEOutcome:
+    return await client.run_he(prepared, fee_wei=FEE_WEI, committee_size=3, quorum=2, timeout_s=900)
+
+
+def show_task(
+    state: devnet.DevnetState, title: str, outcome: HEOutcome, expected: float, exact: bool
+) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("task id", str(outcome.task_id))
+    table.add_row("decrypted result", f"{outcome.result}")
+    table.add_row("plaintext numpy", f"{expected}")
+    if exact:
+        table.add_row("difference", f"{outcome.result - expected} (exact)")
+    else:
+        table.add_row(
+            "difference", f"{abs(outcome.result - expected):.3e} (stated bound {outcome.bound:.3e})"
+        )
+    table.add_row("request tx", outcome.request_tx)
+    table.add_row("finalize tx", outcome.finalize_tx)
+    table.add_row("signers", ", ".join(s[:10] for s in outcome.signers))
+    t = outcome.timings_s
+    compute = node_compute_s(state, outcome.task_id)
+    table.add_row(
+        "latency (s)",
+        f"encrypt {t['prepare']:.2f} | request tx {t['request']:.2f} | upload {t['upload']:.2f} | "
+        f"accept+compute+sign+finalize {t['wait_finalized']:.2f} | fetch {t['fetch']:.2f} | "
+        f"decrypt {t['decrypt']:.2f}",
+    )
+    if compute:
+        table.add_row("node compute (s)", ", ".join(f"{c:.2f}" for c in compute))
+    console.print(table)
+
+
+async def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> None:
     chain = Chain(connect(state.rpc_url), store.error_table())
     c = DatumContracts(chain.w3, state.deployment, store)
     nonces = NonceTracker()
-    requester = TxManager(chain, devnet.dev_account(0), nonces=nonces)
-    owner = TxManager(chain, devnet.dev_account(OWNER_ACCOUNT), nonces=nonces)
-    members_tx = {
-        n.operator: TxManager(chain, devnet.dev_account(n.account), nonces=nonces) for n in state.nodes
-    }
-    console.print(f"devnet: chain {state.chain_id} at {state.rpc_url}, {len(state.nodes)} staked nodes")
-
-    # 1. The data owner registers its dataset: metadata + commitment on chain, data stays home.
-    data_path = home / "incomes.csv"
-    incomes = write_dataset(data_path, ROWS, seed=7)
-    meta = describe_csv(data_path, "client_id")
-    price = 5 * TOKEN
-    dataset_id, _ = register_dataset(
-        owner,
-        c,
-        metadata_uri=f"datum:dataset:0x{meta.metadata_hash.hex()}",
-        metadata_hash=meta.metadata_hash,
-        rows=meta.rows,
-        price_wei=price,
-        policy=ConsentPolicy(kinds_mask(["he"]), True, 0, 10, 10),
+    console.print(
+        f"devnet: chain {state.chain_id} at {state.rpc_url}; nodes "
+        + ", ".join(f"{n.index} ({n.endpoint}, pid {n.pid})" for n in state.nodes)
     )
-    console.print(f"dataset {dataset_id} registered: {meta.rows} rows, price {price / TOKEN:g} DTM")
+    data = home / "clients.csv"
+    incomes, scores = write_table(data, ROWS, seed=7)
+    csv_bytes = data.read_bytes()
 
-    # 2. The owner encrypts locally; the spec's hash goes on chain with the task.
-    spec = HETaskSpec(Scheme.ZPAILLIER, "sum(income)", ("income",), scale=1)
-    t0 = time.perf_counter()
-    keys = generate_keys(Scheme.ZPAILLIER)
-    blob = encrypt_columns(keys, {"income": incomes}, spec)
-    encrypt_s = time.perf_counter() - t0
-    fee = 30 * TOKEN
-    deadline = int(chain.w3.eth.get_block("latest")["timestamp"]) + 3_600
-    request = TaskRequest(
-        kind=tasks.TASK_KINDS["he"],
-        committee_size=3,
-        quorum=2,
-        deadline=deadline,
-        fee_wei=fee,
-        spec_hash=spec.spec_hash(),
-        spec_uri="datum:spec:0x" + spec.spec_hash().hex(),
-        dataset_ids=(dataset_id,),
-    )
-    task_id, sent = tasks.request_task(requester, chain, c, request)
-    console.print(f"task {task_id} requested in tx {sent.tx_hash} (block {sent.block_number})")
+    async with DatumClient(chain, c, devnet.dev_account(state.requester_account), nonces=nonces) as client:
+        with console.status("Paillier: encrypting the income column locally"):
+            paillier = prepare_he(csv_bytes, "sum(income)", "paillier")
+        with console.status("Paillier sum(income): on chain and on the committee"):
+            first = await one_task(client, paillier)
+        assert first.result == int(incomes.sum())
+        show_task(state, f"Paillier sum(income) over {ROWS} encrypted rows", first, int(incomes.sum()), True)
 
-    # 3. The committee: elected on chain, re-checked in Python from the block's prevrandao.
-    view = tasks.get_task(chain, c, task_id)
-    recomputed = staking.recompute_committee(chain, c, task_id, sent.block_number)
-    onchain = [int(i) for i in chain.call(c.tasks, "getCommitteeIndices", task_id)]
-    assert recomputed == onchain, (recomputed, onchain)
-    console.print(f"committee (node indices {onchain}) matches the Python election")
+        with console.status("CKKS: encrypting the score column locally"):
+            ckks = prepare_he(csv_bytes, "mean(score)", "ckks")
+        with console.status("CKKS mean(score): on chain and on the committee"):
+            second = await one_task(client, ckks)
+        expected = float(np.mean(scores))
+        assert abs(second.result - expected) <= second.bound
+        show_task(state, f"CKKS mean(score) over {ROWS} encrypted rows", second, expected, False)
 
-    # 4. Each member accepts, evaluates on ciphertext only, signs the hash of its result.
-    epoch = int(chain.call(c.tasks, "getConfigEpoch"))
-    domain = tasks.result_domain(chain, c)
-    signed, result, compute_s = [], b"", 0.0
-    for operator in view.committee:
-        tx = members_tx[operator]
-        tasks.accept_task(tx, c, task_id)
-        t0 = time.perf_counter()
-        result = evaluate(keys.public_context, blob, spec.formula, limits=spec.limits)
-        compute_s += time.perf_counter() - t0
-        key = bytes(devnet.dev_account(next(n.account for n in state.nodes if n.operator == operator)).key)
-        signed.append(
-            sign_result(key, domain, task_id, result_digest(result), public_output_hash(b""), epoch)
-        )
-    hashes = {s.digest for s in signed}
-    console.print(f"{len(signed)} members evaluated; {len(hashes)} distinct signed digest(s)")
-    fin = tasks.submit_result(requester, c, task_id, result_digest(result), b"", epoch, signed)
-    view = tasks.get_task(chain, c, task_id)
-    assert view.state is TaskState.FINALIZED
-    console.print(f"task {task_id} {view.state.name} in tx {fin.tx_hash}")
-
-    # 5. The owner decrypts; the result equals plaintext exactly (Paillier integers).
-    total = decrypt(keys, result, spec)
-    assert int(total) == sum(incomes)
-
-    # 6. Rewards: pulled by each paid account.
-    table = Table(title=f"task {task_id}: sum(income) over {ROWS} encrypted rows")
-    table.add_column("who")
-    table.add_column("withdrawn (DTM)", justify="right")
-    payees = [(f"node {o[:10]}", members_tx[o]) for o in view.committee]
-    payees += [("data owner", owner), ("treasury", requester)]
-    for name, tx in payees:
-        owed = int(chain.call(c.tasks, "getOwed", tx.address))
-        amount = tasks.withdraw_rewards(tx, c)[0] if owed else 0
-        table.add_row(name, f"{amount / TOKEN:.4f}")
-    console.print(table)
-    console.print(f"decrypted result: {int(total)} (plaintext sum {sum(incomes)}: equal)")
-    console.print(f"encrypt {encrypt_s:.2f} s, evaluate {compute_s / len(signed):.2f} s per node")
+    rewards = Table(title="rewards (pulled by each node operator)")
+    for column in ("node", "operator", "signed", "withdrawn (DTM)"):
+        rewards.add_column(column)
+    for node in state.nodes:
+        owed = int(chain.call(c.tasks, "getOwed", node.operator))
+        amount = 0
+        if owed:
+            operator_tx = TxManager(chain, devnet.dev_account(node.account), nonces=nonces)
+            amount, _ = tasks.withdraw_rewards(operator_tx, c)
+        signed = sum(node.operator in o.signers for o in (first, second))
+        rewards.add_row(str(node.index), node.operator, f"{signed} of 2", f"{amount / TOKEN:.4f}")
+    console.print(rewards)
 
 
 if __name__ == "__main__":

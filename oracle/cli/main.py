@@ -4,7 +4,7 @@ import logging
 
 import typer
 
-from . import data, devnet, stake, task
+from . import data, devnet, node, stake, task
 from .common import DatumGroup
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(stake.app, name="stake")
 app.add_typer(stake.rewards_app, name="rewards")
 app.add_typer(data.app, name="data")
 app.add_typer(task.app, name="task")
+app.add_typer(node.app, name="node")
 
 
 @app.callback()
