@@ -1,6 +1,7 @@
 """Chain-backed authorization: node standing from the NodeRegistry, task parties from the
 TaskManager and DataRegistry. web3 calls block, so they run in worker threads (at most
-`max_concurrent_reads` at once); answers are cached for `ttl_s` in a bounded LRU.
+`max_concurrent_reads` at once); answers are cached for `ttl_s` in a bounded LRU, except
+"no such task", which is never cached (see `ChainTaskParties`).
 """
 
 import asyncio
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ZERO_ADDRESS = "0x" + "00" * 20
 DEFAULT_TTL_S = 30.0
+DEFAULT_MISS_REFRESH_S = 1.0
+
+
+class _UnknownTask(Exception):
+    """Raised inside a cache load so that "no such task" is never cached."""
 
 
 class _ChainReader:
@@ -80,7 +86,16 @@ class ChainAuthorizer:
 
 
 class ChainTaskParties:
-    """`TaskParties` from the chain: requester (= receiver), committee operators, dataset owners."""
+    """`TaskParties` from the chain: requester (= receiver), committee operators, dataset owners.
+
+    A task's parties are cached for `ttl_s`. "No such task" is never cached: a task id is
+    asked about before its request is mined (a requester whose RPC node is a block ahead
+    of this node's, a member quicker than its peers), and the upload that follows once the
+    task exists must be let in. An address holding no role in a cached set makes the set
+    be read again once it is `miss_refresh_s` old (a reorg may have replaced the task, a
+    refill changed its committee): a stale set refuses for at most that long, and callers
+    without a role cost at most one read per task per `miss_refresh_s`.
+    """
 
     def __init__(
         self,
@@ -88,12 +103,17 @@ class ChainTaskParties:
         contracts: DatumContracts,
         *,
         ttl_s: float = DEFAULT_TTL_S,
+        miss_refresh_s: float = DEFAULT_MISS_REFRESH_S,
         max_entries: int = 10_000,
         max_concurrent_reads: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if miss_refresh_s < 0:
+            raise ValueError("need miss_refresh_s >= 0")
         self._reader = _ChainReader(chain, contracts, max_concurrent_reads)
-        self._cache: TtlCache[int, TaskPartySet | None] = TtlCache(ttl_s, max_entries, clock)
+        self._miss_refresh_s = miss_refresh_s
+        self._clock = clock
+        self._cache: TtlCache[int, tuple[float, TaskPartySet]] = TtlCache(ttl_s, max_entries, clock)
 
     def _read_parties(self, task_id: int) -> TaskPartySet | None:
         chain, c = self._reader.chain, self._reader.contracts
@@ -112,10 +132,29 @@ class ChainTaskParties:
             data_providers=owners,
         )
 
-    async def roles_of(self, task_id: int, address: str) -> frozenset[TaskRole]:
-        """Roles of `address` in `task_id` (none for an unknown task), at most `ttl_s` old."""
-        parties = await self._cache.get(
-            task_id,
-            lambda: self._reader.read(f"the parties of task {task_id}", lambda: self._read_parties(task_id)),
+    async def _load(self, task_id: int) -> tuple[float, TaskPartySet]:
+        parties = await self._reader.read(
+            f"the parties of task {task_id}", lambda: self._read_parties(task_id)
         )
-        return parties.roles_of(address) if parties else frozenset()
+        if parties is None:
+            raise _UnknownTask(task_id)
+        return self._clock(), parties
+
+    async def _parties(self, task_id: int) -> tuple[float, TaskPartySet] | None:
+        try:
+            return await self._cache.get(task_id, lambda: self._load(task_id))
+        except _UnknownTask:
+            return None
+
+    async def roles_of(self, task_id: int, address: str) -> frozenset[TaskRole]:
+        """Roles of `address` in `task_id` (none for an unknown task), from the chain."""
+        entry = await self._parties(task_id)
+        if entry is None:
+            return frozenset()
+        loaded_at, parties = entry
+        roles = parties.roles_of(address)
+        if not roles and self._clock() - loaded_at >= self._miss_refresh_s:
+            self._cache.invalidate(task_id)
+            entry = await self._parties(task_id)
+            roles = entry[1].roles_of(address) if entry else frozenset()
+        return roles

@@ -2,10 +2,12 @@
 in, unregistered and operator keys are not, a node unbonded below the minimum stake is
 refused once its cached standing expires (while the server keeps serving everyone else),
 and task roles come from the TaskManager: only the requester fetches the private result,
-only the elected member posts its Result signature.
+only the elected member posts its Result signature. A task asked about before it existed is
+let in as soon as it does, and one a reorg gave to another requester within a second.
 
-Accounts: 0 deploys and requests tasks; 1 runs the server node (signer 101), 2 a staked node
-(signer 102), 3 a node staked at exactly the minimum (signer 103); key 120 is unregistered.
+Accounts: 0 deploys and requests tasks (4 requests the one a reorg hands over); 1 runs the
+server node (signer 101), 2 a staked node (signer 102), 3 a node staked at exactly the
+minimum (signer 103); key 120 is unregistered.
 """
 
 import asyncio
@@ -277,3 +279,69 @@ async def test_an_unreadable_registry_is_a_503_not_a_refusal(world: World, tmp_p
             with pytest.raises(PeerUnavailable) as down:
                 await node.fetch_spec(peer, world.task_id)
     assert (down.value.status, down.value.code) == (503, "authorizer_unavailable")
+
+
+@pytest.mark.asyncio
+async def test_an_upload_right_after_the_task_appears_is_accepted(world: World, tmp_path: Path) -> None:
+    net = world.net
+    # the cache's clock never moves: only a negative answer held in the cache could refuse it
+    async with node_server(world, tmp_path, Clock()) as (_, peer, _), client(dev_account(0)) as requester:
+        next_id = int(net.chain.call(net.contracts.tasks, "getTaskCount")) + 1
+        with pytest.raises(PeerRefused) as early:  # asked before the request is mined: nobody's task
+            await requester.upload_blob(peer, next_id, "spec", SPEC)
+        assert (early.value.status, early.value.code) == (403, "not_task_party")
+
+        request = TaskRequest(
+            kind=tasks.TASK_KINDS["stats"],
+            committee_size=1,
+            quorum=1,
+            deadline=net.now() + 3_600,
+            fee_wei=100 * TOKEN,
+            spec_hash=keccak(SPEC),
+            spec_uri="datum:spec:test",
+        )
+        task_id, _ = await asyncio.to_thread(tasks.request_task, net.tx(0), net.chain, net.contracts, request)
+        assert task_id == next_id
+        receipt = await requester.upload_blob(peer, task_id, "spec", SPEC)  # at once, same cache
+        assert (receipt.task_id, receipt.name, receipt.size_bytes) == (task_id, "spec", len(SPEC))
+
+
+@pytest.mark.asyncio
+async def test_a_task_replaced_by_a_reorg_lets_its_new_requester_in_within_a_second(
+    world: World, tmp_path: Path
+) -> None:
+    net, clock = world.net, Clock()
+    fund(net, 4, 1_000 * TOKEN)
+    request = TaskRequest(
+        kind=tasks.TASK_KINDS["stats"],
+        committee_size=1,
+        quorum=1,
+        deadline=net.now() + 3_600,
+        fee_wei=100 * TOKEN,
+        spec_hash=keccak(SPEC),
+        spec_uri="datum:spec:test",
+    )
+    async with (
+        node_server(world, tmp_path, clock) as (_, peer, _),
+        client(dev_account(0)) as first,
+        client(dev_account(4)) as second,
+    ):
+        snapshot = net.rpc("evm_snapshot")
+        task_id, _ = await asyncio.to_thread(tasks.request_task, net.tx(0), net.chain, net.contracts, request)
+        await first.upload_blob(peer, task_id, "spec", SPEC)  # the parties of the task are cached now
+        assert net.rpc("evm_revert", snapshot) is True  # the request leaves the chain...
+        net.nonces.clear()
+        replaced, _ = await asyncio.to_thread(
+            tasks.request_task, net.tx(4), net.chain, net.contracts, request
+        )
+        assert replaced == task_id  # ... and another requester's task takes its id
+
+        with pytest.raises(PeerRefused) as stale:  # the cached set is a moment old: still trusted
+            await second.upload_blob(peer, task_id, "context", b"ctx")
+        assert stale.value.code == "not_task_party"
+        clock.now += 1.0  # a refusal re-reads a set that is a second old (the TTL is 30 s)
+        receipt = await second.upload_blob(peer, task_id, "context", b"ctx")
+        assert receipt.task_id == task_id
+        with pytest.raises(PeerRefused) as gone:
+            await first.upload_blob(peer, task_id, "columns", b"cols")
+        assert gone.value.code == "not_task_party"
