@@ -1,11 +1,18 @@
-"""``datum data register|show``: datasets on the DataRegistry (metadata only; data stays home)."""
+"""``datum data register|show``: datasets on the DataRegistry (metadata only; data stays home).
 
+With ``--node N`` (devnet) the owner is node N's operator and node N keeps the file in its
+data dir (``datasets/<id>/``), from where it serves it to PSI tasks (docs/PSI_NETWORK.md).
+"""
+
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from eth_hash.auto import keccak
 
 from compute.errors import ConfigError
 
@@ -18,7 +25,9 @@ from ..chain.datasets import (
     register_dataset,
 )
 from ..chain.tasks import TASK_KINDS
-from .common import JSON_OPTION, NODE_OPTION, emit, home_path, kv_table, parse_wei, session
+from ..node.processes import NodeLaunch
+from ..node.psi_datasets import store_dataset
+from .common import JSON_OPTION, Session, emit, home_path, kv_table, parse_wei, session
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -26,6 +35,12 @@ app = typer.Typer(
 )
 
 DEFAULT_KINDS = ",".join(TASK_KINDS)
+NODE_OPTION = typer.Option(
+    None,
+    "--node",
+    min=1,
+    help="Register as devnet node N's operator; node N keeps the file and serves it (e.g. to PSI).",
+)
 
 
 def _flat(payload: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -62,6 +77,7 @@ def register(
 ) -> None:
     """Register a dataset: hash its metadata, count its rows, record consent and price."""
     s = session()
+    node_data_dir = _node_data_dir(s, node) if node is not None else None
     metadata = describe_csv(file, key, rows)
     policy = ConsentPolicy(
         allowed_kinds=kinds_mask(k for k in allow.split(",") if k.strip()),
@@ -89,6 +105,18 @@ def register(
     _keep_private_record(
         home_path(s.settings), dataset_id, file, metadata.document(), metadata.salt, s.chain.chain_id
     )
+    served = None
+    if node_data_dir is not None:
+        served = store_dataset(
+            node_data_dir,
+            chain_id=s.chain.chain_id,
+            dataset_id=dataset_id,
+            source=file,
+            key=key,
+            salt=metadata.salt,
+            document=metadata.document(),
+        )
+        _check_copy(served / "data.csv", metadata.salt, metadata.content_commitment, served)
     payload = {
         "dataset_id": dataset_id,
         "owner": tx.address,
@@ -106,7 +134,26 @@ def register(
         },
         "tx_hash": sent.tx_hash,
     }
+    if served is not None:
+        payload["served_by"] = {"node": node, "path": str(served)}
     emit(as_json, payload, lambda console: console.print(kv_table(f"dataset {dataset_id}", _flat(payload))))
+
+
+def _node_data_dir(s: Session, node: int) -> Path:
+    """The data dir of devnet node `node` (where it keeps the datasets it serves)."""
+    match = [n for n in (s.devnet.nodes if s.devnet else []) if n.index == node]
+    if not match or match[0].home is None:
+        raise ConfigError(
+            f"devnet node {node} has no data dir here: run `datum devnet up` with node processes"
+        )
+    return NodeLaunch(Path(match[0].home)).data_dir
+
+
+def _check_copy(path: Path, salt: bytes, commitment: bytes, folder: Path) -> None:
+    """The node's copy opens the commitment just registered (the file did not change meanwhile)."""
+    if keccak(salt + hashlib.sha256(path.read_bytes()).digest()) != commitment:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ConfigError(f"{path.name} changed while it was registered; register it again")
 
 
 def _keep_private_record(

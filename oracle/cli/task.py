@@ -1,4 +1,4 @@
-"""``datum task show|submit``: inspect a task; submit an HE outsourcing task through the SDK."""
+"""``datum task show|submit``: inspect a task; submit an HE outsourcing or a PSI task through the SDK."""
 
 import asyncio
 import os
@@ -17,7 +17,16 @@ from compute.errors import ConfigError
 from compute.he import OwnerKeys, decrypt, spec_from_json
 
 from ..chain.tasks import TaskState, get_task
-from ..client import DatumClient, PreparedHE, Submitted, prepare_he, save_task_keys
+from ..client import (
+    DatumClient,
+    PreparedHE,
+    PreparedPSI,
+    Submitted,
+    prepare_he,
+    prepare_psi,
+    save_psi_record,
+    save_task_keys,
+)
 from .common import JSON_OPTION, emit, home_path, kv_table, parse_wei, session
 
 app = typer.Typer(
@@ -245,6 +254,141 @@ def submit_he(
         rows.append(("committee", ", ".join(payload["committee"])))
         rows.append(("owner keys (secret)", payload["keys_dir"]))
         out.print(kv_table(f"HE task: {formula}", rows))
+
+    emit(as_json, payload, human)
+    sys.stdout.flush()
+
+
+def _dataset_id(text: str) -> int:
+    raw = text.strip().lower().removeprefix("dataset:")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"--with takes a dataset id (e.g. 3 or dataset:3), not {text!r}")
+    return int(raw)
+
+
+async def _submit_psi(
+    client: DatumClient,
+    prepared: PreparedPSI,
+    *,
+    out: Path,
+    fee_wei: int,
+    committee: int,
+    quorum: int,
+    timeout_s: int,
+    link_host: str,
+    console: Console | None,
+    records_dir: Path,
+    chain_id: int,
+) -> dict[str, Any]:
+    def remember(submitted: Submitted) -> None:
+        if console is not None:
+            console.print(f"task {submitted.task_id} requested (tx {submitted.request_tx})")
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        disable=console is None,
+    )
+    bars: dict[str, TaskID] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        label = {"session": "PSI session with the provider", "wait": "waiting for the quorum result (s)"}
+        if stage not in bars:
+            bars[stage] = progress.add_task(label[stage], total=total)
+        progress.update(bars[stage], completed=done, total=total)
+
+    with progress:
+        outcome = await client.run_psi(
+            prepared,
+            out=out,
+            fee_wei=fee_wei,
+            committee_size=committee,
+            quorum=quorum,
+            timeout_s=timeout_s,
+            link_host=link_host,
+            progress=report,
+            on_submitted=remember,
+        )
+    record = save_psi_record(records_dir, outcome, chain_id)
+    return outcome.to_json() | {"record": str(record)}
+
+
+MINE_OPTION = typer.Option(..., "--mine", help="Your CSV with a header row (stays on this machine).")
+OUT_OPTION = typer.Option(..., "--out", help="Where your matching rows are written (once finalized).")
+
+
+@submit_app.command("psi")
+def submit_psi(
+    mine: Path = MINE_OPTION,
+    key: str = typer.Option(..., "--key", help="Your key column (e.g. client_id)."),
+    with_dataset: str = typer.Option(..., "--with", help="The dataset to intersect with (its id)."),
+    protocol: str = typer.Option(..., "--protocol", help="ecdh, rr22 or kkrt (SPU libpsi)."),
+    reveal: str = typer.Option("me", "--reveal", help="Who learns the intersection: me (only you)."),
+    out: Path = OUT_OPTION,
+    case: str = typer.Option("exact", "--case", help="Key case rule on both sides: exact or casefold."),
+    labels: str | None = typer.Option(None, "--labels", help="Labeled PSI (not served yet)."),
+    fee: str = typer.Option("1dtm", "--fee", help="Fee paid to the signing members (wei, or e.g. 2dtm)."),
+    committee: int = typer.Option(3, "--committee", min=1, max=8, help="Committee size."),
+    quorum: int = typer.Option(2, "--quorum", min=1, max=8, help="Matching signatures needed."),
+    timeout: int = typer.Option(
+        900, "--timeout", min=1, help="Seconds until the deadline (after it: refund)."
+    ),
+    link_host: str = typer.Option(
+        "127.0.0.1", "--link-host", help="Address the provider's node reaches your PSI engine on."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Run the session and wait for the result (required)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Intersect your key column with a dataset served by its owner's node; only you learn the
+    matching rows, written to --out once the committee finalized the task."""
+    if labels is not None:
+        raise ConfigError("labeled PSI (--labels) is not served by the network yet")
+    if not wait:
+        raise ConfigError("a PSI task runs interactively with the provider's node: pass --wait")
+    if out.resolve() == mine.resolve():
+        raise ConfigError("--out must not be your input file")
+    try:
+        data = mine.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {mine}: {exc.strerror or exc}") from None
+    prepared = prepare_psi(data, key, _dataset_id(with_dataset), protocol, reveal, case=case)
+    s = session()
+    console = None if as_json else Console(stderr=True)
+    account = s.account()
+
+    async def go() -> dict[str, Any]:
+        async with DatumClient(s.chain, s.contracts, account, nonces=s.nonces) as client:
+            return await _submit_psi(
+                client,
+                prepared,
+                out=out,
+                fee_wei=parse_wei(fee),
+                committee=committee,
+                quorum=quorum,
+                timeout_s=timeout,
+                link_host=link_host,
+                console=console,
+                records_dir=home_path(s.settings) / "psi-tasks",
+                chain_id=s.chain.chain_id,
+            )
+
+    with _native_stdout_to_stderr():
+        payload = asyncio.run(go())
+
+    def human(console_out: Console) -> None:
+        rows: list[tuple[str, Any]] = [
+            ("task", payload["task_id"]),
+            ("matching keys", payload["result"]["matches"]),
+            ("rows written", f"{payload['result']['rows']} -> {payload['result']['out']}"),
+            ("request tx", payload["tx"]["request"]),
+            ("finalize tx", payload["tx"]["finalize"]),
+            ("result hash", payload["result_hash"]),
+            ("commitment salt (keep)", payload["record"]),
+        ]
+        console_out.print(kv_table(f"PSI with dataset {prepared.spec.dataset_id}", rows))
 
     emit(as_json, payload, human)
     sys.stdout.flush()

@@ -43,6 +43,10 @@ from .api import NodeApi
 from .chainops import ChainOps
 from .config import NodeConfig
 from .context import NodeContext
+from .psi_api import PsiApi
+from .psi_chain import servable_request
+from .psi_provider import PsiProvider
+from .psi_spec import PSI_KIND, psi_servable
 from .steps import TaskSteps
 from .store import OPEN_STATES, NodeTaskState, TaskRecord, TaskStore
 from .worker import exit_with_parent, warm_up
@@ -160,7 +164,8 @@ class NodeDaemon:
         ctx.store = TaskStore(self.config.data_dir / "node.sqlite3")  # used on this thread only
         self.ctx = ctx
         self.contracts = contracts
-        self.api = NodeApi(ctx)
+        self.psi = PsiProvider(ctx)
+        self.api = PsiApi(ctx, NodeApi(ctx), self.psi)  # PSI blobs to their checks, the rest to HE
         listener = self._listener(contracts, contracts.deployment.deploy_block)
         server = P2PServer(
             ServerConfig(
@@ -182,6 +187,7 @@ class NodeDaemon:
             )
             async with P2PClient(ctx.account, timeout_s=self.config.peer_timeout_s) as client:
                 self.steps = TaskSteps(ctx, self._executor, client, self._spawn)
+                self.psi.bind(server.blobs, client, self._spawn)
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     await runner.setup()
@@ -225,6 +231,7 @@ class NodeDaemon:
                 pool, self._pool = self._pool, None
                 await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
             ctx.store.close()
+            self.psi.close()
             self._lock_file.close()
             log.info("node stopped")
 
@@ -317,13 +324,15 @@ class NodeDaemon:
         return any(op.lower() == self.ctx.operator.lower() for op in committee)
 
     def _handles_kind(self, kind: int) -> bool:
-        return any(TASK_KINDS[c] == kind for c in self.config.capabilities)
+        # every node checks PSI attestations (docs/PSI_NETWORK.md); other kinds by capability
+        return kind == PSI_KIND or any(TASK_KINDS[c] == kind for c in self.config.capabilities)
 
     async def _on_requested(self, event: DecodedEvent) -> None:
         a = event.args
         task_id = int(a["taskId"])
         committee = tuple(Web3.to_checksum_address(op) for op in a["committee"])
-        if not self._handles_kind(int(a["kind"])) or not self._is_member(committee):
+        served = self._handles_kind(int(a["kind"])) and psi_servable(a["kind"], a["specHash"], a["specURI"])
+        if not served or not self._is_member(committee):
             log.debug("task %d (kind %d) is not for this node", task_id, a["kind"])
             return
         if (
@@ -378,7 +387,7 @@ class NodeDaemon:
             view = await self.ctx.ops.task(task_id)
         except ContractRevert:
             return
-        if not self._handles_kind(view.kind):
+        if not self._handles_kind(view.kind) or not await servable_request(self.ctx.ops, view):
             return
         self.ctx.store.insert(
             TaskRecord(

@@ -21,6 +21,8 @@ from ..chain.tasks import TaskState, TaskView
 from ..p2p import P2PClient, Peer, PeerError, ResultSignature
 from .context import NodeContext
 from .inputs import INPUT_BLOBS
+from .psi_spec import PSI_KIND
+from .psi_steps import PsiCommitteeSteps
 from .store import OPEN_STATES, NodeTaskState, SignatureRecord, TaskRecord
 from .worker import EvalOutcome, evaluate_he
 
@@ -61,6 +63,7 @@ class TaskSteps:
             S.SIGNED: self._aggregate,
             S.SUBMITTED: self._check_submission,
         }
+        self._kind_actions = {PSI_KIND: PsiCommitteeSteps(ctx).actions()}  # kinds that differ from HE
 
     async def advance(self, task_id: int, stopping: Callable[[], bool]) -> None:
         """Run the task's actions until it waits, ends, or the node stops."""
@@ -68,7 +71,8 @@ class TaskSteps:
             record = self.ctx.store.get(task_id)
             if record is None or record.state not in OPEN_STATES:
                 return
-            if not await self._actions[record.state](record):
+            action = self._kind_actions.get(record.kind, {}).get(record.state, self._actions[record.state])
+            if not await action(record):
                 return
 
     # -- chain outcomes ------------------------------------------------------------------------
