@@ -26,7 +26,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -478,11 +478,18 @@ class DatumClient:
         *,
         progress: Progress | None = None,
         members: Sequence[str] | None = None,
+        accept_timeout_s: float = 120.0,
+        straggler_grace_s: float = 5.0,
     ) -> UploadReport:
         """Upload spec, context and columns to every member (in that order per member).
 
-        Members that refuse or cannot be reached are reported; `ProtocolAbort` when fewer
-        than the quorum hold the inputs, with the first refusal's reason.
+        A member gets the inputs once it has accepted the task on chain: acceptance shows it
+        saw the request confirmed, so inputs never bind to a request a reorg later removes
+        (a node refuses earlier uploads with 503 `not_confirmed`). A member that does not
+        accept within `accept_timeout_s`, or is still pending `straggler_grace_s` after a
+        quorum holds the inputs, is reported as failed. Members that refuse or cannot be
+        reached are reported; `ProtocolAbort` when fewer than the quorum hold the inputs,
+        with the first refusal's reason.
         """
         started = time.perf_counter()
         targets = tuple(members) if members is not None else submitted.committee
@@ -492,19 +499,24 @@ class DatumClient:
 
         async def one(operator: str) -> None:
             nonlocal done
+            await self._wait_accepted(submitted.task_id, operator, accept_timeout_s)
             for name in INPUT_ORDER:
                 await self._p2p.upload_blob(peers[operator], submitted.task_id, name, prepared.blob(name))
                 done += 1
                 if progress is not None:
                     progress("upload", done, total)
 
-        outcomes = await asyncio.gather(*(one(op) for op in targets), return_exceptions=True)
+        outcomes = await _gather_until_quorum(
+            [one(op) for op in targets], submitted.quorum, straggler_grace_s
+        )
         delivered = tuple(op for op, out in zip(targets, outcomes, strict=True) if out is None)
         failed = {
             op: str(out) for op, out in zip(targets, outcomes, strict=True) if isinstance(out, Exception)
         }
         for out in outcomes:
-            if isinstance(out, BaseException) and not isinstance(out, PeerError | ConnectionError):
+            if isinstance(out, BaseException) and not isinstance(
+                out, PeerError | ConnectionError | ProtocolAbort
+            ):
                 raise out
         if len(delivered) < submitted.quorum:
             first = next(iter(failed.values()), "no member reachable")
@@ -513,6 +525,25 @@ class DatumClient:
                 f"(quorum {submitted.quorum}): {first}"
             )
         return UploadReport(delivered, failed, time.perf_counter() - started)
+
+    async def _wait_accepted(
+        self, task_id: int, operator: str, timeout_s: float, poll_s: float = 0.1
+    ) -> None:
+        """Return once `operator` accepted `task_id` on chain; `ProtocolAbort` after `timeout_s`."""
+        limit = time.monotonic() + timeout_s
+        while True:
+            committee, stored = await asyncio.gather(
+                asyncio.to_thread(self.chain.call, self.contracts.tasks, "getCommittee", task_id),
+                asyncio.to_thread(self.chain.call, self.contracts.tasks, "getTask", task_id),
+            )
+            slots = [i for i, member in enumerate(committee) if str(member).lower() == operator.lower()]
+            if not slots:
+                raise ProtocolAbort(f"task {task_id}: {operator} is no longer in the committee")
+            if int(stored[5]) >> slots[0] & 1:  # Task.acceptedMask
+                return
+            if time.monotonic() >= limit:
+                raise ProtocolAbort(f"task {task_id}: {operator} did not accept within {timeout_s:g} s")
+            await asyncio.sleep(poll_s)
 
     async def wait_finalized(
         self, task_id: int, *, timeout_s: float, poll_s: float = 0.2, progress: Progress | None = None
@@ -858,3 +889,34 @@ def save_psi_record(directory: Path, outcome: PSIOutcome, chain_id: int) -> Path
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(record, indent=2) + "\n")
     return path
+
+
+async def _gather_until_quorum(
+    jobs: Sequence[Coroutine[Any, Any, None]], quorum: int, grace_s: float
+) -> list[BaseException | None]:
+    """Run `jobs`; once `quorum` of them succeeded, give the rest `grace_s` before cancelling.
+
+    Returns, per job, None on success or the exception it ended with (a cancelled
+    straggler ends with `ProtocolAbort`).
+    """
+    running = [asyncio.ensure_future(job) for job in jobs]
+    pending: set[asyncio.Future[None]] = set(running)
+    deadline: float | None = None
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        succeeded = sum(1 for f in running if f.done() and not f.cancelled() and f.exception() is None)
+        if deadline is None and succeeded >= quorum:
+            deadline = time.monotonic() + grace_s
+        if deadline is not None and time.monotonic() >= deadline:
+            for f in pending:
+                f.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+    outcomes: list[BaseException | None] = []
+    for f in running:
+        if f.cancelled():
+            outcomes.append(ProtocolAbort(f"still pending {grace_s:g} s after a quorum took the inputs"))
+        else:
+            outcomes.append(f.exception())
+    return outcomes

@@ -95,7 +95,14 @@ class NodeApi:
                 f"unknown blob {name!r}: an HE task takes {', '.join(INPUT_BLOBS)}", code="unknown_blob"
             )
         record = self.ctx.store.get(task_id)
-        if record is not None and record.state not in OPEN_STATES:
+        if record is None:
+            # Inputs bind to a request only once this node has seen it confirmed: a request a
+            # reorg removes must not leave its inputs behind for the next task with its id.
+            raise Unavailable(
+                f"task {task_id} is not confirmed on this node yet; upload after it accepts",
+                code="not_confirmed",
+            )
+        if record.state not in OPEN_STATES:
             raise Conflict(f"task {task_id} is {record.state} on this node", code="task_closed")
         path = Path(blob.path)
         if name == "spec":

@@ -332,9 +332,12 @@ class TaskSteps:
             log.warning("task %d: submission reverted with %s; will retry", task_id, exc.name)
             self.ctx.kick(task_id, self.ctx.config.submit_stagger_s + 1.0)
             return False
-        self.ctx.store.transition(
+        if not self.ctx.store.transition(
             task_id, S.FINALIZED, {S.SUBMITTED}, submit_tx=sent.tx_hash, finalize_tx=sent.tx_hash
-        )
+        ):
+            # TaskFinalized (our own transaction) can reach the listener before the receipt:
+            # the task is already finalized, but the record still says who submitted.
+            self.ctx.store.update(task_id, submit_tx=sent.tx_hash)
         log.info(
             "task %d finalized by this node with %d signatures (tx %s)", task_id, len(signed), sent.tx_hash
         )

@@ -1,7 +1,7 @@
 """Chain faults under real node processes: a request reorged away before its confirmations,
-and the RPC node (anvil) stopped and started again under the running nodes. A third test,
-marked xfail, pins a known bug: inputs uploaded for a request that a reorg removed stick to
-its task id on every node.
+and the RPC node (anvil) stopped and started again under the running nodes; and inputs
+for a request that is not confirmed yet are never taken, so a request a reorg removes
+leaves nothing behind for the next task that gets its id.
 
 The devnet is `datum devnet up --nodes 3` with two changes this module needs: the nodes
 wait for `CONFIRMATIONS` blocks, and anvil keeps its chain in a state file (it writes it
@@ -34,11 +34,13 @@ from oracle import devnet
 from oracle.chain import tasks
 from oracle.chain.artifacts import ArtifactStore, repo_root
 from oracle.chain.contracts import DatumContracts, ensure_allowance
-from oracle.chain.rpc import Chain, connect
+from oracle.chain.rpc import Chain, RetryPolicy, connect
 from oracle.chain.txmanager import NonceTracker
 from oracle.client import DatumClient, PreparedHE, Submitted, prepare_he
 from oracle.node.processes import NodeLaunch, is_node_process, spawn_node, wait_healthy, write_node_config
 from oracle.node.store import NodeTaskState
+from oracle.p2p import P2PClient
+from oracle.p2p.errors import PeerUnavailable
 
 from .conftest import Network, wait_for
 
@@ -158,10 +160,21 @@ async def _request(net: Network, prepared: PreparedHE) -> Submitted:
         return await c.request_he(prepared, fee_wei=FEE_WEI, timeout_s=TIMEOUT_S)
 
 
-async def _upload(net: Network, submitted: Submitted, prepared: PreparedHE) -> None:
+async def _upload(net: Network, submitted: Submitted, prepared: PreparedHE, **options: float) -> None:
     async with client(net) as c:
-        report = await c.upload_inputs(submitted, prepared)
+        report = await c.upload_inputs(submitted, prepared, **options)
         assert sorted(report.delivered) == sorted(submitted.committee), report.failed
+
+
+async def _raw_upload(net: Network, submitted: Submitted, prepared: PreparedHE) -> None:
+    """Upload the spec straight to the first member, without waiting for its acceptance."""
+    p2p = P2PClient(devnet.dev_account(0), timeout_s=10, retry=RetryPolicy(attempts=1))
+    try:
+        async with client(net) as c:
+            peers = await c.peers(submitted.committee)
+        await p2p.upload_blob(peers[submitted.committee[0]], submitted.task_id, "spec", prepared.blob("spec"))
+    finally:
+        await p2p.close()
 
 
 async def _finish(net: Network, submitted: Submitted, prepared: PreparedHE) -> Any:
@@ -241,7 +254,6 @@ def test_a_request_reorged_away_before_its_confirmations_causes_no_work(
     try:
         assert net.rpc("anvil_getAutomine") is False
         first = request_mined_by_hand(net, anchor)  # block b-1: a task that stays
-        run(_upload(net, first, anchor))  # a requester uploads as soon as it has its receipt
         gone = request_mined_by_hand(net, orphan)  # block b: the request the reorg takes away
         block = gone.request_block
         assert block == first.request_block + 1 and gone.task_id == first.task_id + 1
@@ -271,6 +283,7 @@ def test_a_request_reorged_away_before_its_confirmations_causes_no_work(
         net.rpc("evm_setIntervalMining", BLOCK_TIME_S)
     net.nonces.clear()  # the requester's nonce went back with the reorg
 
+    run(_upload(net, first, anchor))  # the members accept once blocks come again, then take the inputs
     assert run(_finish(net, first, anchor)) == anchor_sum  # the task below the fork carries on
     later_task, total = run_task(net, later)  # the next request takes the id of the vanished one
     assert later_task.task_id == gone.task_id
@@ -363,20 +376,10 @@ def test_the_nodes_ride_out_an_anvil_restart_with_its_state(faults: FaultNetwork
         assert "reorg:" not in log_text and "node stopping" not in log_text
 
 
-# -- known bug -----------------------------------------------------------------------------------
+# -- inputs wait for a confirmed request -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolAbort,
-    reason=(
-        "known bug: blobs uploaded for a request that a reorg then removed stay bound to its task "
-        "id on every node (write-once), so the next request given that id is refused its inputs "
-        "(409 blob_exists); with the same spec the nodes even compute and finalize it on the "
-        "vanished request's ciphertexts"
-    ),
-)
-def test_inputs_uploaded_for_a_vanished_request_do_not_stick_to_its_task_id(
+def test_inputs_wait_for_a_confirmed_request_so_a_vanished_one_leaves_nothing(
     faults: FaultNetwork, keys: OwnerKeys
 ) -> None:
     net = faults
@@ -386,7 +389,12 @@ def test_inputs_uploaded_for_a_vanished_request_do_not_stick_to_its_task_id(
     net.rpc("evm_setIntervalMining", 0)
     try:
         gone = request_mined_by_hand(net, orphan)
-        run(_upload(net, gone, orphan))  # what `DatumClient.run_he` does right after the receipt
+        # Not confirmed: no member accepts, so the client uploads nothing ...
+        with pytest.raises(ProtocolAbort, match="did not accept"):
+            run(_upload(net, gone, orphan, accept_timeout_s=2.0))
+        # ... and a node asked directly refuses inputs for a request it has not confirmed.
+        with pytest.raises(PeerUnavailable, match="not confirmed"):
+            run(_raw_upload(net, gone, orphan))
         if CONFIRMATIONS > 1:
             net.rpc("anvil_mine", hex(CONFIRMATIONS - 1))
         net.rpc("anvil_reorg", CONFIRMATIONS, [])
@@ -397,5 +405,5 @@ def test_inputs_uploaded_for_a_vanished_request_do_not_stick_to_its_task_id(
 
     later_task = run(_request(net, later))
     assert later_task.task_id == gone.task_id
-    run(_upload(net, later_task, later))  # today: ProtocolAbort, every member answers 409
+    run(_upload(net, later_task, later))  # the id is free: every member takes the new inputs
     assert run(_finish(net, later_task, later)) == later_sum
