@@ -1,0 +1,288 @@
+"""An N-party SPU (brpc) link owned by a spawned worker process, with a deadline.
+
+Same shape as compute/psi/link.py, generalised from two parties to a committee: the native
+link and SPU runtime live in a spawned worker; the calling process supervises it and turns a
+dead worker, a worker error or a missed deadline into ProtocolAbort. A worker whose parent
+dies exits at once (no orphaned links). Messages between parties are length-prefixed and
+chunked; every receive states the largest message it accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from compute.errors import ComputeError, DatumError, ProtocolAbort, SpecError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ADDRESS = re.compile(r"^[\w.-]+:\d{1,5}$")
+_CHUNK_BYTES = 4 << 20
+_EXIT_GRACE_S = 10.0
+MAX_PARTIES = 16
+
+
+@dataclass(frozen=True)
+class CommitteeLink:
+    """Where the committee parties listen and how long to wait for each other.
+
+    `addresses[r]` is "host:port" of rank r. `recv_timeout_ms` bounds every wait for a peer
+    message (so a vanished peer becomes an error within it); `deadline_s` bounds the whole run.
+    """
+
+    rank: int
+    addresses: tuple[str, ...]
+    session_id: str
+    recv_timeout_ms: int = 60_000
+    connect_timeout_ms: int = 30_000
+    deadline_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        addresses = tuple(self.addresses)
+        object.__setattr__(self, "addresses", addresses)
+        if not 2 <= len(addresses) <= MAX_PARTIES or not all(_ADDRESS.match(a) for a in addresses):
+            raise SpecError(f"addresses must be 2..{MAX_PARTIES} 'host:port' strings")
+        if len(set(addresses)) != len(addresses):
+            raise SpecError("every party needs its own address")
+        if type(self.rank) is not int or not 0 <= self.rank < len(addresses):
+            raise SpecError(f"rank must be in [0, {len(addresses)})")
+        if not re.fullmatch(r"[\w-]{1,64}", self.session_id):
+            raise SpecError("session_id must be 1..64 word characters or '-'")
+        if self.recv_timeout_ms < 100 or self.connect_timeout_ms < 100 or self.deadline_s <= 0:
+            raise SpecError("timeouts must be positive (at least 100 ms)")
+
+    @property
+    def world(self) -> int:
+        """Number of parties."""
+        return len(self.addresses)
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        """Every other rank."""
+        return tuple(r for r in range(self.world) if r != self.rank)
+
+
+class Session:
+    """What a worker target gets: the raw link context, framing helpers and a progress hook."""
+
+    def __init__(self, lctx: Any, link: CommitteeLink, report: Callable[[str], None]) -> None:
+        self.lctx = lctx
+        self.rank = link.rank
+        self.world = link.world
+        self.peers = link.peers
+        self._report = report
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def progress(self, stage: str) -> None:
+        """Tell the supervising process which stage the run reached."""
+        self._report(stage)
+
+    def send(self, peer: int, payload: bytes) -> None:
+        """Send one message: an 8-byte length, then chunks of at most 4 MiB."""
+        try:
+            self.lctx.send(peer, struct.pack(">Q", len(payload)))
+            for start in range(0, len(payload), _CHUNK_BYTES):
+                self.lctx.send(peer, bytes(payload[start : start + _CHUNK_BYTES]))
+        except RuntimeError as exc:
+            raise ProtocolAbort(
+                f"party {self.rank}: sending to party {peer} failed: {first_line(exc)}"
+            ) from None
+        self.bytes_sent += len(payload)
+
+    def recv(self, peer: int, max_bytes: int) -> bytes:
+        """Receive one message of at most `max_bytes` from `peer`."""
+        try:
+            header = self.lctx.recv(peer)
+            if len(header) != 8:
+                raise ProtocolAbort(f"party {peer} sent a malformed message header")
+            (length,) = struct.unpack(">Q", header)
+            if length > max_bytes:
+                raise ProtocolAbort(f"party {peer} sent {length} bytes, more than the {max_bytes} expected")
+            parts, got = [], 0
+            while got < length:
+                part = self.lctx.recv(peer)
+                got += len(part)
+                parts.append(part)
+        except RuntimeError as exc:
+            raise ProtocolAbort(
+                f"party {self.rank}: receiving from party {peer} failed: {first_line(exc)}"
+            ) from None
+        if got != length:
+            raise ProtocolAbort(f"party {peer} sent a message of the wrong length")
+        self.bytes_received += length
+        return b"".join(parts)
+
+    def agree(self, token: bytes, what: str) -> None:
+        """Check that every party holds the same `token` (a digest); ProtocolAbort otherwise."""
+        for peer in self.peers:
+            self.send(peer, token)
+        for peer in self.peers:
+            if self.recv(peer, len(token)) != token:
+                raise ProtocolAbort(f"party {peer} runs a different {what}")
+
+
+def run_in_worker(
+    target: Callable[..., T],
+    args: tuple[Any, ...],
+    link: CommitteeLink,
+    handshake: bytes,
+    *,
+    progress: Callable[[str], None] | None = None,
+    log_path: str | None = None,
+) -> T:
+    """Run `target(session, *args)` in a spawned worker holding the link; return its result.
+
+    Every party must pass the same `handshake` (e.g. the plan digest) or the run aborts before
+    anything else is exchanged. The worker's native output goes to `log_path` (or nowhere).
+    Raises ProtocolAbort when a peer vanishes, the worker dies or the deadline passes; a
+    DatumError raised by the target crosses over unchanged.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_worker_main,
+        args=(sender, target, args, link, handshake, log_path),
+        name=f"datum-mpc-{link.session_id}-{link.rank}",
+        daemon=True,
+    )
+    deadline = time.monotonic() + link.deadline_s
+    try:
+        proc.start()
+        sender.close()
+        log.info("mpc worker started: session=%s rank=%d pid=%s", link.session_id, link.rank, proc.pid)
+        outcome = _await_outcome(receiver, proc, deadline, progress)
+        proc.join(_EXIT_GRACE_S)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        receiver.close()
+    if outcome is None:
+        raise ProtocolAbort(
+            f"party {link.rank}: engine process ended without a result (exit code {proc.exitcode})"
+        )
+    status, value = outcome
+    if status == "ok":
+        return value  # type: ignore[no-any-return]
+    assert isinstance(value, DatumError)
+    raise value
+
+
+def _await_outcome(
+    receiver: multiprocessing.connection.Connection,
+    proc: Any,
+    deadline: float,
+    progress: Callable[[str], None] | None,
+) -> tuple[str, Any] | None:
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProtocolAbort("deadline passed before the protocol finished")
+        ready = multiprocessing.connection.wait([receiver, proc.sentinel], timeout=remaining)
+        if receiver in ready:
+            try:
+                message: tuple[str, Any] = receiver.recv()
+            except EOFError:
+                return None
+            if message[0] == "progress":
+                if progress is not None:
+                    progress(str(message[1]))
+                continue
+            return message
+        if proc.sentinel in ready:
+            return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, without native log prefixes, at most 240 chars."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return re.sub(r"^\[[^\]]*\] \[[^\]]*\] ", "", lines[0])[:240]
+
+
+def _open_link(link: CommitteeLink) -> Any:
+    import spu.libspu as libspu  # native; imported only inside the worker
+
+    desc = libspu.link.Desc()
+    desc.id = link.session_id
+    desc.recv_timeout_ms = link.recv_timeout_ms
+    desc.http_timeout_ms = link.recv_timeout_ms
+    desc.connect_retry_interval_ms = 200
+    desc.connect_retry_times = max(1, link.connect_timeout_ms // 200)
+    retry = desc.retry_opts
+    retry.max_retry = 1
+    retry.retry_interval_ms = 500
+    desc.retry_opts = retry
+    for rank, address in enumerate(link.addresses):
+        desc.add_party(f"p{rank}", address)
+    return libspu.link.create_brpc(desc, link.rank)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(
+    conn: multiprocessing.connection.Connection,
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    link: CommitteeLink,
+    handshake: bytes,
+    log_path: str | None,
+) -> None:
+    _exit_with_parent(os.getppid())
+    fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    lock = threading.Lock()
+
+    def report(stage: str) -> None:
+        with lock:
+            conn.send(("progress", stage))
+
+    lctx = None
+    try:
+        try:
+            lctx = _open_link(link)
+        except RuntimeError as exc:
+            raise ProtocolAbort(
+                f"party {link.rank}: could not connect to the committee: {first_line(exc)}"
+            ) from None
+        session = Session(lctx, link, report)
+        session.agree(handshake, "plan or session")
+        report("linked")
+        result = target(session, *args)
+        with lock:
+            conn.send(("ok", result))
+    except DatumError as exc:
+        with lock:
+            conn.send(("err", exc))
+    except Exception as exc:  # noqa: BLE001 - any engine failure crosses the pipe typed
+        with lock:
+            conn.send(("err", ComputeError(f"{type(exc).__name__}: {first_line(exc)}")))
+    finally:
+        conn.close()
+        if lctx is not None:
+            try:
+                lctx.stop_link()
+            except RuntimeError:
+                pass
