@@ -4,7 +4,7 @@ Runs the forge suite with `--gas-report`, keeps the deployable contracts' tables
 runs the gas tests (`TaskManagerGas`, the election budget test) verbosely to collect the
 numbers they log. Prints markdown for docs/BENCHMARKS.md.
 
-    .venv/bin/python bench/gas_report.py > /tmp/gas.md
+    .venv/bin/python bench/gas_report.py > gas.md
 """
 
 import re

@@ -3,7 +3,7 @@ hashed on the way, and are renamed into place only once verified and accepted.
 
 Layout: ``<root>/<task_id>/data/<name>`` (the bytes), ``<root>/<task_id>/meta/<name>.json``
 (sha256, size, uploader; written last, removed first, so a blob is visible exactly when its
-metadata exists) and ``<root>/<task_id>/tmp/`` (uploads in progress).
+metadata exists) and ``<root>/<task_id>/tmp`` (a folder for uploads in progress).
 """
 
 import asyncio
