@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from compute.errors import ComputeError, DatumError, ProtocolAbort, SpecError
+from compute.spu_link import exit_with_parent, open_brpc_link
 
 log = logging.getLogger(__name__)
 
@@ -214,30 +215,9 @@ def first_line(exc: BaseException) -> str:
 
 
 def _open_link(link: CommitteeLink) -> Any:
-    import spu.libspu as libspu  # native; imported only inside the worker
-
-    desc = libspu.link.Desc()
-    desc.id = link.session_id
-    desc.recv_timeout_ms = link.recv_timeout_ms
-    desc.http_timeout_ms = link.recv_timeout_ms
-    desc.connect_retry_interval_ms = 200
-    desc.connect_retry_times = max(1, link.connect_timeout_ms // 200)
-    retry = desc.retry_opts
-    retry.max_retry = 1
-    retry.retry_interval_ms = 500
-    desc.retry_opts = retry
-    for rank, address in enumerate(link.addresses):
-        desc.add_party(f"p{rank}", address)
-    return libspu.link.create_brpc(desc, link.rank)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.2)
-        os._exit(70)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    return open_brpc_link(
+        link.session_id, link.rank, link.addresses, link.recv_timeout_ms, link.connect_timeout_ms
+    )
 
 
 def _worker_main(
@@ -248,7 +228,7 @@ def _worker_main(
     handshake: bytes,
     log_path: str | None,
 ) -> None:
-    _exit_with_parent(os.getppid())
+    exit_with_parent(os.getppid())
     fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

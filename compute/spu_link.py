@@ -1,0 +1,44 @@
+"""What the PSI and MPC engines share to run an SPU party in a worker process: opening
+its brpc link to the other parties, and ending the worker when its parent is gone."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+CONNECT_RETRY_INTERVAL_MS = 200
+
+
+def open_brpc_link(
+    session_id: str, rank: int, addresses: Sequence[str], recv_timeout_ms: int, connect_timeout_ms: int
+) -> Any:
+    """An SPU brpc link context for party `rank` of `addresses` (call inside the worker)."""
+    import spu.libspu as libspu  # native; imported only inside the worker
+
+    desc = libspu.link.Desc()
+    desc.id = session_id
+    desc.recv_timeout_ms = recv_timeout_ms
+    desc.http_timeout_ms = recv_timeout_ms
+    desc.connect_retry_interval_ms = CONNECT_RETRY_INTERVAL_MS
+    desc.connect_retry_times = max(1, connect_timeout_ms // CONNECT_RETRY_INTERVAL_MS)
+    retry = desc.retry_opts
+    retry.max_retry = 1
+    retry.retry_interval_ms = 500
+    desc.retry_opts = retry
+    for party, address in enumerate(addresses):
+        desc.add_party(f"p{party}", address)
+    return libspu.link.create_brpc(desc, rank)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it is gone (no orphaned links)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
