@@ -2,19 +2,22 @@
 
 Build a `Query` (or `parse_sql`), then `simulate(query, tables)` in one process or
 `run_parties(query, tables)` with a real committee of processes; nodes call `plan_query`
-and `run_party`. Custom numpy/JAX code runs through `run_function`. See docs/MPC.md.
+and `run_party`; a requester outside the committee (`Reveal.external()`) rebuilds the
+result from every party's `OutputShares` with `reconstruct_result`. Custom numpy/JAX code runs through
+`run_function`. See docs/MPC.md.
 """
 
 from compute.mpc.engine import Protocol
 from compute.mpc.expressions import And, Arith, Cmp, ColRef, Compare, Const, Neg, Not, Or
 from compute.mpc.function import run_function
-from compute.mpc.link import CommitteeLink
+from compute.mpc.link import CommitteeLink, Prewarmed
 from compute.mpc.local import CommitteeRun, run_parties
 from compute.mpc.numerics import Field, Numerics
 from compute.mpc.party import run_party
 from compute.mpc.plan import PartInfo, Plan, plan_query
 from compute.mpc.query import Accuracy, Aggregate, Func, Partition, Query, Reveal
-from compute.mpc.result import AggregateResult, DisclosureRefused, PartyReport, QueryResult
+from compute.mpc.reconstruct import reconstruct_result
+from compute.mpc.result import AggregateResult, DisclosureRefused, OutputShares, PartyReport, QueryResult
 from compute.mpc.schema import Column, TableSchema
 from compute.mpc.shares import share_part
 from compute.mpc.simulate import simulate
@@ -41,8 +44,10 @@ __all__ = [
     "Not",
     "Numerics",
     "Or",
+    "OutputShares",
     "PartInfo",
     "PartyReport",
+    "Prewarmed",
     "Partition",
     "Plan",
     "Protocol",
@@ -53,6 +58,7 @@ __all__ = [
     "TableSchema",
     "parse_sql",
     "plan_query",
+    "reconstruct_result",
     "run_function",
     "run_party",
     "run_parties",

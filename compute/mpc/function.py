@@ -76,6 +76,8 @@ def run_function(
     protocol = Protocol(protocol)
     if not isinstance(numerics, Numerics) or not isinstance(reveal, Reveal):
         raise SpecError("numerics (Numerics) and reveal (Reveal) are required")
+    if reveal.external:
+        raise SpecError("run_function does not support Reveal.external(); use Reveal.to(rank) or everyone()")
     receivers = reveal.receivers(protocol.world)
     prepared = [_as_input(v, i) for i, v in enumerate(inputs)]
     arrays = [a for a, _ in prepared]

@@ -15,26 +15,29 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from compute.errors import DatumError, ProtocolAbort, SpecError
 from compute.mpc.encode import encode_part
 from compute.mpc.engine import Protocol
-from compute.mpc.link import CommitteeLink
+from compute.mpc.link import CommitteeLink, Prewarmed
 from compute.mpc.party import run_party
 from compute.mpc.plan import Plan, plan_query
 from compute.mpc.query import Query
-from compute.mpc.result import DisclosureRefused, PartyReport, QueryResult
+from compute.mpc.reconstruct import reconstruct_result
+from compute.mpc.result import DisclosureRefused, OutputShares, PartyReport, QueryResult
 from compute.mpc.simulate import Tables, parts_of
 
 
 @dataclass(frozen=True)
 class CommitteeRun:
-    """Every party's outcome (by rank), the first receiver's result, and when each stage was
-    reached (seconds from the start, the slowest party): linked, compiled, inputs-shared,
-    computed, revealed."""
+    """Every party's outcome (by rank), the first receiver's result (under
+    `Reveal.external()`: the result this process, acting as the requester, rebuilt from every
+    party's `OutputShares`), and when each stage was reached (seconds from the start, the
+    slowest party): linked, [cache-hit,] compiled, inputs-shared, computed, revealed."""
 
-    outcomes: tuple[QueryResult | PartyReport, ...]
+    outcomes: tuple[QueryResult | PartyReport | OutputShares, ...]
     result: QueryResult
     stages: dict[str, float]
     plan: Plan
@@ -68,8 +71,12 @@ def run_parties(
     recv_timeout_ms: int = 60_000,
     deadline_s: float = 1800.0,
     progress: Callable[[int, str], None] | None = None,
+    cache_dir: Path | None = None,
+    prewarmed: Sequence[Prewarmed] | None = None,
 ) -> CommitteeRun:
-    """Run `query` with a real committee of `protocol.world` local processes."""
+    """Run `query` with a real committee of `protocol.world` local processes (`cache_dir`:
+    shared compile cache of the parties, see cache.py; `prewarmed`: one already started
+    engine process per rank, see link.Prewarmed)."""
     protocol = Protocol(protocol)
     parts, data = parts_of(query, tables)
     plan = plan_query(query, parts)
@@ -77,6 +84,8 @@ def run_parties(
     host_of = tuple(hosts) if hosts is not None else tuple(i % world for i in range(len(parts)))
     for index, columns in data.items():  # every provider's rows are checked before any process starts
         encode_part(plan, index, columns)
+    if prewarmed is not None and len(prewarmed) != world:
+        raise SpecError(f"prewarmed needs one engine process per party ({world})")
     links = committee_links(world, recv_timeout_ms=recv_timeout_ms, deadline_s=deadline_s)
     start = time.monotonic()
     stages: dict[str, float] = {}
@@ -88,7 +97,7 @@ def run_parties(
         if progress is not None:
             progress(rank, stage)
 
-    def party(rank: int) -> QueryResult | PartyReport:
+    def party(rank: int) -> QueryResult | PartyReport | OutputShares:
         return run_party(
             plan,
             protocol=protocol,
@@ -96,13 +105,18 @@ def run_parties(
             hosts=host_of,
             data={p: data[p] for p, h in enumerate(host_of) if h == rank},
             progress=lambda stage: on_progress(rank, stage),
+            cache_dir=cache_dir,
+            prewarmed=None if prewarmed is None else prewarmed[rank],
         )
 
     results = run_concurrently([_bind(party, r) for r in range(world)])
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise pick_error(errors)
-    outcomes = tuple(r for r in results if isinstance(r, QueryResult | PartyReport))
+    outcomes = tuple(r for r in results if isinstance(r, QueryResult | PartyReport | OutputShares))
+    if query.reveal.external:
+        blobs = {o.rank: o.blob for o in outcomes if isinstance(o, OutputShares)}
+        return CommitteeRun(outcomes, reconstruct_result(plan, protocol, blobs), stages, plan)
     receiver = next(o for o in outcomes if isinstance(o, QueryResult))
     return CommitteeRun(outcomes, receiver, stages, plan)
 

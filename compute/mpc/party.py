@@ -8,7 +8,9 @@ receives the blobs of parts other parties host, takes the blobs of external prov
 given, and checks every blob against the plan; tells every peer whether its inputs are good
 (a refusal ends the run for everyone at once); runs the program; reveals the per-group
 disclosure flags to every party; and only if all of them hold sends its output shares to
-the receiver(s), who reconstruct the outputs.
+the receiver(s), who reconstruct the outputs. Under `Reveal.external()` nobody in the
+committee reconstructs: each party packs its output shares into one blob (reconstruct.py)
+and returns it as `OutputShares` for the requester.
 
 A provider's columns are checked and encoded in the calling process before any worker
 starts, so a bad column is a SpecError before any MPC.
@@ -17,8 +19,10 @@ starts, so a bad column is a SpecError before any MPC.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +30,9 @@ import numpy as np
 from compute.errors import ProtocolAbort, SpecError
 from compute.mpc.encode import Columns, encode_part
 from compute.mpc.engine import Compiled, Protocol, load_executable, runtime_config
-from compute.mpc.link import CommitteeLink, Session, first_line, run_in_worker
+from compute.mpc.link import CommitteeLink, Prewarmed, Session, first_line, run_in_worker
 from compute.mpc.plan import Plan
-from compute.mpc.result import PartyReport, QueryResult, check_flags, decode
+from compute.mpc.result import OutputShares, PartyReport, QueryResult, check_flags, decode
 from compute.mpc.shares import (
     ShareLayout,
     blob_limit,
@@ -49,12 +53,14 @@ class PartyOutcome:
 
     flags: Any
     outputs: tuple[Any, ...] | None
+    blob: bytes | None = None
 
 
 @dataclass(frozen=True)
 class Program:
-    """What every party runs: its input layout, who hosts which part, who receives the output;
-    either a plan (compiled inside each worker) or an already compiled executable."""
+    """What every party runs: its input layout, who hosts which part, who receives the output
+    (`external`: nobody in the committee; each party packs its output shares for the
+    requester); either a plan (compiled inside each worker) or an already compiled executable."""
 
     layout: ShareLayout
     protocol: Protocol
@@ -63,12 +69,13 @@ class Program:
     gated: bool
     plan: Plan | None
     compiled: Compiled | None
+    external: bool = False
 
     def digest(self, session_id: str) -> bytes:
         """What every party must agree on before exchanging anything."""
         h = hashlib.sha256(b"datum-mpc-session-v1\0")
         h.update(session_id.encode() + b"\0" + str(self.protocol).encode() + b"\0")
-        h.update(repr((self.hosts, self.receivers, self.gated)).encode())
+        h.update(repr((self.hosts, self.receivers, self.gated, self.external)).encode())
         h.update(self.layout.digest)
         if self.compiled is not None:
             h.update(hashlib.sha256(self.compiled.executable).digest())
@@ -100,18 +107,27 @@ def run_party(
     shares: Mapping[int, bytes] | None = None,
     progress: Callable[[str], None] | None = None,
     log_path: str | None = None,
-) -> QueryResult | PartyReport:
+    cache_dir: Path | None = None,
+    prewarmed: Prewarmed | None = None,
+) -> QueryResult | PartyReport | OutputShares:
     """Run this party's side of `plan`.
 
     `hosts[i]` is the rank that secret-shares part i (its provider is co-located with that
     party), or None for an external provider whose blobs (`share_part`) reach each party out
     of band: `shares` maps such a part to this party's blob. `data` holds the raw columns of
     the parts this party hosts. A receiver gets the QueryResult, any other party a
-    PartyReport. Raises DisclosureRefused when a group is below min_group_size, SpecError for
-    bad inputs (before any MPC), ProtocolAbort when a peer fails or vanishes.
+    PartyReport; under `Reveal.external()` every party gets `OutputShares` (its report and
+    its output-share blob for the requester's `reconstruct_result`). `cache_dir`: a
+    directory of compiled executables (cache.py), None to compile every time. `prewarmed`:
+    an engine process started earlier (link.Prewarmed, one run each) instead of a new one. Raises
+    DisclosureRefused when a group is below min_group_size (then no party releases any
+    share), SpecError for bad inputs (before any MPC), ProtocolAbort when a peer fails or
+    vanishes.
     """
     protocol = Protocol(protocol)
     hosts = check_hosts(len(plan.parts), protocol, link, hosts)
+    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+        raise SpecError("cache_dir must be a path or None")
     local = {}
     for part, host in enumerate(hosts):
         if host == link.rank:
@@ -123,11 +139,26 @@ def run_party(
     if missing:
         raise SpecError(f"no share blob for externally provided part(s) {missing}")
     receivers = plan.query.reveal.receivers(protocol.world)
-    program = Program(plan_layout(plan), protocol, hosts, receivers, True, plan, None)
-    outcome = execute(program, link, local, external, progress=progress, log_path=log_path)
+    to_requester = plan.query.reveal.external
+    program = Program(plan_layout(plan), protocol, hosts, receivers, True, plan, None, to_requester)
+    outcome = execute(
+        program,
+        link,
+        local,
+        external,
+        progress=progress,
+        log_path=log_path,
+        cache_dir=cache_dir,
+        prewarmed=prewarmed,
+    )
     ok = check_flags(plan, outcome.flags)
+    report = PartyReport(link.rank, plan.groups, ok, plan.numerics, plan.query.digest().hex())
+    if to_requester:
+        if outcome.blob is None:
+            raise ProtocolAbort(f"party {link.rank}: the engine returned no output shares")
+        return OutputShares(link.rank, outcome.blob, report)
     if outcome.outputs is None:
-        return PartyReport(link.rank, plan.groups, ok, plan.numerics, plan.query.digest().hex())
+        return report
     return decode(plan, outcome.outputs)
 
 
@@ -139,21 +170,28 @@ def execute(
     *,
     progress: Callable[[str], None] | None = None,
     log_path: str | None = None,
+    cache_dir: Path | None = None,
+    prewarmed: Prewarmed | None = None,
 ) -> PartyOutcome:
     """Run `program` for this party in a supervised worker (see run_party)."""
     outcome: PartyOutcome = run_in_worker(
         party_target,
-        (program, local, external),
+        (program, local, external, cache_dir),
         link,
         program.digest(link.session_id),
         progress=progress,
         log_path=log_path,
+        prewarmed=prewarmed,
     )
     return outcome
 
 
 def party_target(
-    session: Session, program: Program, local: dict[int, dict[str, Any]], external: dict[int, bytes]
+    session: Session,
+    program: Program,
+    local: dict[int, dict[str, Any]],
+    external: dict[int, bytes],
+    cache_dir: Path | None = None,
 ) -> PartyOutcome:
     """The worker side (runs in the spawned process)."""
     import spu
@@ -161,10 +199,12 @@ def party_target(
     if program.compiled is not None:
         compiled = program.compiled
     else:
-        from compute.mpc.simulate import compile_plan
+        from compute.mpc.cache import load_or_compile
 
         assert program.plan is not None
-        compiled = compile_plan(program.plan)
+        compiled, hit = load_or_compile(program.plan, program.protocol, cache_dir)
+        if hit:
+            session.progress("cache-hit")
         session.agree(hashlib.sha256(compiled.executable).digest(), "compiled program (SPU or JAX version?)")
     session.progress("compiled")
     config = runtime_config(program.protocol, program.layout.numerics)
@@ -185,11 +225,32 @@ def party_target(
         flags = _reveal(session, runtime, io, names.pop(0), tuple(range(session.world)))
         if not bool(np.all(flags)):
             return PartyOutcome(flags, None)
+    if program.external:
+        return PartyOutcome(flags, None, _pack_for_requester(session, program, runtime, names))
     outputs = [_reveal(session, runtime, io, name, program.receivers) for name in names]
     session.progress("revealed")
     if session.rank not in program.receivers:
         return PartyOutcome(flags, None)
     return PartyOutcome(flags, tuple(outputs))
+
+
+def _pack_for_requester(session: Session, program: Program, runtime: Any, names: list[str]) -> bytes:
+    """This party's shares of every output, in one blob bound to the plan, its rank and this
+    run (the run id hashes a fresh nonce from every party, so blobs of two runs never mix)."""
+    from compute.mpc.reconstruct import RUN_ID_BYTES, pack_outputs
+
+    assert program.plan is not None
+    nonce = os.urandom(RUN_ID_BYTES)
+    for peer in session.peers:
+        session.send(peer, nonce)
+    nonces = {session.rank: nonce} | {peer: session.recv(peer, RUN_ID_BYTES) for peer in session.peers}
+    if any(len(n) != RUN_ID_BYTES for n in nonces.values()):
+        raise ProtocolAbort(f"party {session.rank}: a peer sent a malformed run nonce")
+    run_id = hashlib.sha256(b"".join(nonces[r] for r in range(session.world))).digest()[:RUN_ID_BYTES]
+    shares = [runtime.get_var(name) for name in names]
+    blob = pack_outputs(program.plan, program.protocol, session.rank, run_id, shares)
+    session.progress("revealed")
+    return blob
 
 
 def _gather_inputs(

@@ -260,14 +260,25 @@ class _Program:
         chosen = [a for a in aggs if a.func in (Func.MIN, Func.MAX)]
         if not chosen:
             return {}
-        signs = [1.0 if a.func is Func.MIN else -1.0 for a in chosen]
-        values = jnp.stack([s * self.stored(a.forms[0]) for s, a in zip(signs, chosen, strict=True)], axis=1)
+        # Negation, not a product with -1.0: SPU truncates after a product with any float
+        # constant, and CHEETAH's truncation may be off by one ulp (ABY3's is exact here).
+        negate = [a.func is Func.MAX for a in chosen]
+        values = jnp.stack(
+            [
+                -self.stored(a.forms[0]) if neg else self.stored(a.forms[0])
+                for neg, a in zip(negate, chosen, strict=True)
+            ],
+            axis=1,
+        )
         if self.groups is None:
             lowest = jnp.min(values, axis=0)[None, :]  # 1 x K
         else:
             masked = jnp.where(self.groups[:, :, None], values[:, None, :], _SENTINEL)  # n x G x K
             lowest = jnp.min(masked, axis=0)
-        return {id(a): s * lowest[:, k] for k, (s, a) in enumerate(zip(signs, chosen, strict=True))}
+        return {
+            id(a): -lowest[:, k] if neg else lowest[:, k]
+            for k, (neg, a) in enumerate(zip(negate, chosen, strict=True))
+        }
 
     def _histogram(self, agg: AggregatePlan) -> Array:
         values = self.stored(agg.forms[0])

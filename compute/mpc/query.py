@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from compute.errors import SpecError
 from compute.mpc.expressions import (
@@ -134,12 +135,48 @@ class Partition(StrEnum):
     VERTICAL = "vertical"
 
 
+class _ExternalFlag:
+    """`Reveal.external`: on the class, the factory `Reveal.external()`; on an instance, the
+    boolean field. (A dataclass field and a static method cannot share a name otherwise.)
+    Dataclasses take a descriptor's class-level value as the field default, so that value
+    (the factory) is read back as False when the field is not given."""
+
+    @overload
+    def __get__(self, obj: None, owner: Any = None) -> Callable[[], Reveal]: ...
+
+    @overload
+    def __get__(self, obj: Reveal, owner: Any = None) -> bool: ...
+
+    def __get__(self, obj: Reveal | None, owner: Any = None) -> bool | Callable[[], Reveal]:
+        if obj is None:
+            return _external_reveal
+        value: bool = obj.__dict__.get("_external", False)
+        return value
+
+    def __set__(self, obj: Reveal, value: bool) -> None:
+        obj.__dict__["_external"] = False if value is _external_reveal else value  # type: ignore[comparison-overlap]
+
+
+def _external_reveal() -> Reveal:
+    """No committee party learns the output; the requester rebuilds it from every party's
+    output shares (`reconstruct_result`)."""
+    return Reveal(False, None, True)
+
+
 @dataclass(frozen=True)
 class Reveal:
-    """Who learns the output: one committee rank (`receiver`), or every party (`public`)."""
+    """Who learns the output: one committee rank (`receiver`), every party (`public`), or
+    someone outside the committee (`external`: the requester).
+
+    With `external` no committee party reconstructs anything: each party returns its output
+    shares (`run_party` -> `OutputShares`), and whoever gathers every party's blob rebuilds
+    the result with `reconstruct_result`. JSON: `{"public": false, "receiver": null,
+    "external": true}`; the two other forms keep their two-key JSON (and their spec hashes).
+    """
 
     public: bool
     receiver: int | None
+    external: _ExternalFlag = _ExternalFlag()
 
     @staticmethod
     def to(rank: int) -> Reveal:
@@ -154,19 +191,46 @@ class Reveal:
     def __post_init__(self) -> None:
         if not isinstance(self.public, bool):
             raise SpecError("reveal.public must be a boolean")
+        if not isinstance(self.external, bool):
+            raise SpecError("reveal.external must be a boolean")
+        if self.external:
+            if self.public or self.receiver is not None:
+                raise SpecError("an external reveal has no committee receiver and is not public")
+            return
         if self.public and self.receiver is not None:
             raise SpecError("a public reveal has no single receiver")
         if not self.public and (type(self.receiver) is not int or not 0 <= self.receiver < 16):
             raise SpecError("reveal.receiver must be a committee rank 0..15")
 
     def receivers(self, world: int) -> tuple[int, ...]:
-        """The ranks that reconstruct the output in a committee of `world` parties."""
+        """The ranks that reconstruct the output in a committee of `world` parties (none for
+        an external reveal)."""
+        if self.external:
+            return ()
         if self.public:
             return tuple(range(world))
         assert self.receiver is not None
         if self.receiver >= world:
             raise SpecError(f"receiver rank {self.receiver} is not in a committee of {world}")
         return (self.receiver,)
+
+    def to_json(self) -> dict[str, Any]:
+        """{"public", "receiver"}, plus "external": true for an external reveal."""
+        out: dict[str, Any] = {"public": self.public, "receiver": self.receiver}
+        if self.external:
+            out["external"] = True
+        return out
+
+    @staticmethod
+    def from_json(obj: Any) -> Reveal:
+        """Inverse of `to_json`; the two-key form means external=false."""
+        if not isinstance(obj, dict) or not {"public", "receiver"} <= set(obj) <= {
+            "public",
+            "receiver",
+            "external",
+        }:
+            raise SpecError("reveal is {public, receiver} or {public, receiver, external}")
+        return Reveal(obj["public"], obj["receiver"], obj.get("external", False))
 
 
 @dataclass(frozen=True)
@@ -259,7 +323,7 @@ class Query:
             "where": None if self.where is None else predicate_to_json(self.where),
             "group_by": None if self.group_by is None else expr_to_json(self.group_by),
             "min_group_size": self.min_group_size,
-            "reveal": {"public": self.reveal.public, "receiver": self.reveal.receiver},
+            "reveal": self.reveal.to_json(),
             "accuracy": {
                 "max_error": float(acc.max_error),
                 "field": None if acc.field is None else str(acc.field),
@@ -303,7 +367,6 @@ class Query:
             raise SpecError(f"unsupported query version {obj['version']!r}")
         try:
             tables = tuple(TableSchema.from_json(t) for t in json_list(obj["tables"]))
-            reveal = obj["reveal"]
             acc = obj["accuracy"]
             group = obj["group_by"]
             group_ref = None if group is None else expr_from_json(group)
@@ -317,7 +380,7 @@ class Query:
                 where=None if obj["where"] is None else predicate_from_json(obj["where"], 0),
                 group_by=group_ref,
                 min_group_size=obj["min_group_size"],
-                reveal=Reveal(reveal["public"], reveal["receiver"]),
+                reveal=Reveal.from_json(obj["reveal"]),
                 accuracy=Accuracy(
                     acc["max_error"],
                     None if field is None else Field(field),

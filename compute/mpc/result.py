@@ -84,6 +84,19 @@ class PartyReport:
     query_digest: str
 
 
+@dataclass(frozen=True)
+class OutputShares:
+    """What a party returns under `Reveal.external()`: its report (the flags) and its shares
+    of every output as one blob (`reconstruct.pack_outputs`), bound to the plan digest, the
+    protocol, the field, this rank and the output names and shapes, at most
+    `reconstruct.output_blob_limit(plan)` bytes. On its own a blob is random; the requester
+    needs the blob of every rank (`reconstruct_result`)."""
+
+    rank: int
+    blob: bytes
+    report: PartyReport
+
+
 class DisclosureRefused(SpecError):
     """A group (or the filtered set) has fewer rows than min_group_size: nothing was revealed
     beyond one bit per group (count >= min_group_size)."""

@@ -87,7 +87,7 @@ def pack_share(share: Any) -> bytes:
 
 def unpack_share(payload: bytes, what: str) -> Any:
     """Inverse of `pack_share` (any malformation is a ProtocolAbort-worthy SpecError)."""
-    share, end = _read_share(payload, 0, what)
+    share, end = read_share(payload, 0, what)
     if end != len(payload):
         raise SpecError(f"{what}: trailing bytes after a share")
     return share
@@ -128,7 +128,7 @@ def open_blob(layout: ShareLayout, protocol: Protocol, part: int, rank: int, blo
     offset = _HEAD.size
     shares = []
     for spec in specs:
-        share, offset = _read_share(blob, offset, f"{where} input {spec.name}")
+        share, offset = read_share(blob, offset, f"{where} input {spec.name}")
         _check_meta(layout, protocol, spec, bytes(share.meta), f"{where} input {spec.name}")
         shares.append(share)
     if offset != len(blob):
@@ -136,7 +136,9 @@ def open_blob(layout: ShareLayout, protocol: Protocol, part: int, rank: int, blo
     return shares
 
 
-def _read_share(data: bytes, offset: int, what: str) -> tuple[Any, int]:
+def read_share(data: bytes, offset: int, what: str) -> tuple[Any, int]:
+    """One share packed by `pack_share` at `offset`, and the offset after it (SpecError if
+    malformed or truncated)."""
     import spu.libspu as libspu
 
     try:

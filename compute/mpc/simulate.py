@@ -7,14 +7,15 @@ multi-process runtime; only the links are in-memory and every party is a thread.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from compute.errors import SpecError
+from compute.mpc.cache import compile_plan
 from compute.mpc.encode import Columns, encode_inputs
-from compute.mpc.engine import Compiled, Protocol, compile_function, simulate_compiled
-from compute.mpc.plan import PartInfo, Plan, plan_query
-from compute.mpc.program import build_function
+from compute.mpc.engine import Protocol, simulate_compiled
+from compute.mpc.plan import PartInfo, plan_query
 from compute.mpc.query import Query
 from compute.mpc.result import QueryResult, check_flags, decode
 
@@ -42,23 +43,20 @@ def parts_of(query: Query, tables: Tables) -> tuple[tuple[PartInfo, ...], dict[i
     return tuple(parts), data
 
 
-def compile_plan(plan: Plan) -> Compiled:
-    """The SPU executable of a plan."""
-    examples = [
-        np.zeros(spec.shape, dtype=np.float64 if spec.kind == "num" else bool) for spec in plan.inputs
-    ]
-    return compile_function(build_function(plan), examples, [spec.name for spec in plan.inputs])
-
-
-def simulate(query: Query, tables: Tables, *, protocol: Protocol = Protocol.ABY3) -> QueryResult:
+def simulate(
+    query: Query, tables: Tables, *, protocol: Protocol = Protocol.ABY3, cache_dir: Path | None = None
+) -> QueryResult:
     """Plan, encode, compile and run `query` on `tables` in SPU's single-process simulator.
 
     Raises SpecError before any MPC for an invalid query or data, DisclosureRefused when a
-    group is below min_group_size (only the per-group flags are looked at).
+    group is below min_group_size (only the per-group flags are looked at). `cache_dir`: see
+    cache.compile_plan. Whatever the query's `reveal`, the simulator returns the result.
     """
     parts, data = parts_of(query, tables)
     plan = plan_query(query, parts)
     inputs = encode_inputs(plan, data)
-    outputs = simulate_compiled(compile_plan(plan), protocol, plan.numerics, inputs)
+    outputs = simulate_compiled(
+        compile_plan(plan, protocol=protocol, cache_dir=cache_dir), protocol, plan.numerics, inputs
+    )
     check_flags(plan, outputs[0])
     return decode(plan, outputs[1:])

@@ -84,7 +84,7 @@ queries = st.builds(
     where=st.none() | predicates,
     group_by=st.none() | st.just(REGION),
     min_group_size=st.integers(2, 1000),
-    reveal=st.sampled_from([Reveal.to(0), Reveal.to(2), Reveal.everyone()]),
+    reveal=st.sampled_from([Reveal.to(0), Reveal.to(2), Reveal.everyone(), Reveal.external()]),
     accuracy=st.one_of(
         st.floats(1e-12, 1.0).map(Accuracy),
         st.integers(14, 26).map(lambda f: Accuracy(1e-3, Field.FM64, f)),

@@ -1,0 +1,53 @@
+"""`Prewarmed`: engine processes started (and SPU/JAX imported) before the run is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from compute.errors import ComputeError, SpecError
+from compute.mpc import Accuracy, Prewarmed, Protocol, QueryResult, Reveal, parse_sql, run_parties
+
+from .helpers import PEOPLE, assert_within, frame, people
+
+
+def test_a_committee_runs_in_prewarmed_processes() -> None:
+    handles = [Prewarmed(), Prewarmed()]
+    try:
+        assert all(h.ready(120) for h in handles)
+        pids = [h.process.pid for h in handles]
+        parts = [people(80, 91), people(60, 92)]
+        query = parse_sql(
+            "SELECT count(*), mean(income) FROM people WHERE age > 30",
+            [PEOPLE],
+            min_group_size=5,
+            reveal=Reveal.to(1),
+            accuracy=Accuracy(1e-4),
+        )
+        run = run_parties(
+            query,
+            {"people": parts},
+            protocol=Protocol.CHEETAH,
+            recv_timeout_ms=30_000,
+            deadline_s=180,
+            prewarmed=handles,
+        )
+        assert isinstance(run.outcomes[1], QueryResult)
+        sel = frame(parts).query("age > 30")
+        assert run.result.value("count(*)") == len(sel)
+        assert_within(run.result, "mean(people.income)", "*", sel.income.mean())
+        # the runs happened in those processes, which served their one run and exited
+        assert [h.process.pid for h in handles] == pids
+        assert all(h.used and h.process.exitcode is not None for h in handles)
+        with pytest.raises(ComputeError, match="serves one run"):
+            handles[0].submit(())
+        with pytest.raises(SpecError, match="one engine process per party"):
+            run_parties(query, {"people": parts}, protocol=Protocol.CHEETAH, prewarmed=handles[:1])
+    finally:
+        for h in handles:
+            h.close()
+
+
+def test_an_unused_prewarmed_process_is_closed() -> None:
+    handle = Prewarmed()
+    handle.close()
+    assert handle.process.exitcode is not None
