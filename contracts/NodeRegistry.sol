@@ -12,12 +12,17 @@ import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 /// @title NodeRegistry
 /// @notice Operator nodes of the Datum network: stake, endpoint, signing key and capabilities;
 ///         an unbonding delay; slashing by the TaskManager only; stake-weighted committee
-///         election over a Fenwick tree of node weights.
+///         election over a ternary sum tree of node weights.
 /// @dev Node indices are 1-based and never reused. A node's weight is its active stake when
-///      that stake is at least `i_minStakeWei`, else 0. `s_tree` is a Fenwick (binary indexed)
-///      tree over the weights: `s_tree[i]` holds the sum of weights in `(i - lowbit(i), i]`,
-///      for `1 <= i <= nodeCount`. Every stake change updates it in O(log n); an election
-///      reads O(k log n) tree nodes and writes nothing.
+///      that stake is at least `i_minStakeWei`, else 0. The weights are summed in a ternary
+///      tree whose two stored child sums share one storage slot (`s_tree`, see `_treeKey`):
+///      a tree node at level L >= 1 with id j covers positions [j 3^L, (j + 1) 3^L) (position
+///      = index - 1) and holds the sums of its children 0 and 1 (uint128 each, low half first);
+///      child 2's sum is the node's own sum minus those two, and the root's sum is the total
+///      weight. The tree has `treeDepth` levels, the least with 3^treeDepth >= nodeCount.
+///      Every stake change updates at most one slot per level, O(log3 n); an election reads
+///      one slot per level and draw, O(k log3 n), and writes nothing. Every sum fits 128 bits:
+///      at most 65535 weights below 2^96.
 contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -31,17 +36,23 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     /// @notice Longest endpoint URL, in bytes.
     uint256 public constant MAX_ENDPOINT_LENGTH = 256;
 
+    /// @dev Mask of child 0's sum (the low half) in a tree slot.
+    uint256 private constant CHILD_MASK = 0xffffffffffffffffffffffffffffffff;
+    /// @dev Mask of the operator (the low 160 bits) in an `IndexEntry` slot.
+    uint256 private constant ADDRESS_MASK = 0x00ffffffffffffffffffffffffffffffffffffffff;
+
     /// @dev One slot per index: its operator and its current election weight.
     struct IndexEntry {
         address operator;
         uint96 weight;
     }
 
-    /// @dev Election totals, packed in one slot (one SLOAD per election).
+    /// @dev Election totals and the tree's depth, packed in one slot (one SLOAD per election).
     struct Totals {
         uint128 totalWeight;
         uint32 nodeCount;
         uint32 eligibleCount;
+        uint8 treeDepth; // the root covers positions [0, 3^treeDepth)
     }
 
     IERC20 private immutable i_token;
@@ -53,7 +64,8 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     mapping(address operator => Node) private s_nodes;
     mapping(address signer => address operator) private s_operatorBySigner;
     mapping(uint256 index => IndexEntry) private s_entries;
-    mapping(uint256 index => uint256 subtreeWeight) private s_tree;
+    /// @dev Ternary tree node `_treeKey(level, id)` => child 1 sum << 128 | child 0 sum.
+    mapping(uint256 key => uint256 childSums) private s_tree;
 
     modifier onlyTaskManager() {
         if (msg.sender != s_taskManager) revert NodeRegistry__OnlyTaskManager(msg.sender);
@@ -100,7 +112,7 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         node.endpoint = endpoint;
         s_operatorBySigner[signer] = msg.sender;
         s_entries[index] = IndexEntry({operator: msg.sender, weight: weight});
-        _treeAppend(index, weight);
+        _treeAppend(totals, weight);
         totals.nodeCount = index;
         totals.totalWeight += weight;
         if (weight != 0) ++totals.eligibleCount;
@@ -232,8 +244,9 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     /// @dev Exclusions may repeat, be 0, be out of range or have zero weight; each distinct
     ///      in-range index with a non-zero weight is removed from the draw once. Picked and
     ///      excluded nodes are kept in a small memory list; at every tree node visited by the
-    ///      descent, the weights of listed indices inside that node's range are subtracted.
-    ///      Cost: O(k log n) storage reads plus O((k + |exclude|)^2 log n) memory work.
+    ///      descent, the weights of listed indices inside its children's ranges are subtracted.
+    ///      Cost: one storage read per tree level and draw, O(k log3 n), plus one per distinct
+    ///      in-range exclusion, and O(k (k + |exclude|) log3 n) memory work.
     function electCommittee(bytes32 seed, uint256 k, uint32[] calldata exclude)
         external
         view
@@ -257,8 +270,15 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     {
         indices = _elect(seed, k, exclude);
         operators = new address[](k);
-        for (uint256 i; i < k; ++i) {
-            operators[i] = s_entries[indices[i]].operator;
+        // operators[i] = s_entries[indices[i]].operator, the low 160 bits of the entry's slot
+        // keccak256(abi.encode(indices[i], s_entries.slot)); both arrays have length k.
+        assembly ("memory-safe") {
+            mstore(0x20, s_entries.slot)
+            for { let i := 0 } lt(i, k) { i := add(i, 1) } {
+                let offset := shl(5, add(i, 1))
+                mstore(0x00, mload(add(indices, offset)))
+                mstore(add(operators, offset), and(sload(keccak256(0x00, 0x40)), ADDRESS_MASK))
+            }
         }
     }
 
@@ -343,12 +363,25 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     }
 
     /// @notice Sum of the weights of indices 1..`index` (clamped to the node count).
-    /// @dev Read straight from the Fenwick tree; for off-chain checks and tests.
+    /// @dev Read from the election tree (one slot per level), for off-chain checks and tests:
+    ///      at every level, the stored sums of the siblings left of the path to position
+    ///      `index`. When the clamped count fills the whole tree (3^treeDepth nodes) the answer
+    ///      is the root's sum, the total weight.
     function getPrefixWeight(uint32 index) external view returns (uint256 sum) {
-        uint256 i = Math.min(index, s_totals.nodeCount);
-        while (i != 0) {
-            sum += s_tree[i];
-            i &= i - 1;
+        Totals memory totals = s_totals;
+        uint256 count = Math.min(index, totals.nodeCount);
+        uint256 depth = totals.treeDepth;
+        if (count == 3 ** depth) return totals.totalWeight;
+        uint256 q = count; // position `count` as an id at the current level
+        for (uint256 level = 1; level <= depth; ++level) {
+            uint256 parent = q / 3;
+            uint256 child = q % 3;
+            if (child != 0) {
+                uint256 sums = s_tree[_treeKey(level, parent)];
+                sum += sums & CHILD_MASK;
+                if (child == 2) sum += sums >> 128;
+            }
+            q = parent;
         }
     }
 
@@ -379,18 +412,13 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         entry.weight = newWeight;
 
         Totals memory totals = s_totals;
-        uint256 n = totals.nodeCount;
         if (newWeight > oldWeight) {
             uint128 delta = newWeight - oldWeight;
-            for (uint256 i = index; i <= n; i += i & (~i + 1)) {
-                s_tree[i] += delta;
-            }
+            _treeAdd(index - 1, delta, totals.treeDepth);
             totals.totalWeight += delta;
         } else {
             uint128 delta = oldWeight - newWeight;
-            for (uint256 i = index; i <= n; i += i & (~i + 1)) {
-                s_tree[i] -= delta;
-            }
+            _treeSub(index - 1, delta, totals.treeDepth);
             totals.totalWeight -= delta;
         }
         if (oldWeight == 0) ++totals.eligibleCount;
@@ -398,23 +426,58 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         s_totals = totals;
     }
 
-    /// @dev Initialise the tree node of a freshly appended `index`: its own weight plus the
-    ///      tree nodes covering (index - lowbit(index), index - 1].
-    function _treeAppend(uint256 index, uint256 weight) private {
-        uint256 sum = weight;
-        uint256 low = index - (index & (~index + 1));
-        for (uint256 j = index - 1; j > low; j &= j - 1) {
-            sum += s_tree[j];
+    /// @dev Storage key of the tree node at `level` (1..treeDepth) with id `id`.
+    function _treeKey(uint256 level, uint256 id) private pure returns (uint256) {
+        return (level << 32) | id;
+    }
+
+    /// @dev Add the new node at position `totals.nodeCount` with `weight` (before `totals`
+    ///      counts it). When the tree is full (3^treeDepth nodes) it grows a root whose child 0
+    ///      is the old tree, so that child's sum is the old total weight.
+    function _treeAppend(Totals memory totals, uint256 weight) private {
+        uint256 position = totals.nodeCount;
+        uint256 depth = totals.treeDepth;
+        if (position == 3 ** depth) {
+            ++depth;
+            // depth <= 11: 3^11 > MAX_NODES
+            // forge-lint: disable-next-line(unsafe-typecast)
+            totals.treeDepth = uint8(depth);
+            if (totals.totalWeight != 0) s_tree[_treeKey(depth, 0)] = totals.totalWeight;
         }
-        s_tree[index] = sum;
+        if (weight != 0) _treeAdd(position, weight, depth);
+    }
+
+    /// @dev Add `delta` to the sums of the tree nodes above `position` that store it (child 0
+    ///      or 1 of its ancestor at that level; a child 2 sum is implicit). No half overflows:
+    ///      every sum stays below 2^112.
+    function _treeAdd(uint256 position, uint256 delta, uint256 depth) private {
+        uint256 q = position;
+        for (uint256 level = 1; level <= depth; ++level) {
+            uint256 parent = q / 3;
+            // A tree position, not a random draw.
+            // slither-disable-next-line weak-prng
+            uint256 child = q % 3;
+            if (child != 2) s_tree[_treeKey(level, parent)] += delta << (child * 128);
+            q = parent;
+        }
+    }
+
+    /// @dev Subtract `delta` (at most the position's current weight) as `_treeAdd` adds it; a
+    ///      stored sum includes that weight, so no half borrows from the other.
+    function _treeSub(uint256 position, uint256 delta, uint256 depth) private {
+        uint256 q = position;
+        for (uint256 level = 1; level <= depth; ++level) {
+            uint256 parent = q / 3;
+            // A tree position, not a random draw.
+            // slither-disable-next-line weak-prng
+            uint256 child = q % 3;
+            if (child != 2) s_tree[_treeKey(level, parent)] -= delta << (child * 128);
+            q = parent;
+        }
     }
 
     /// @dev The election behind `electCommittee` and `electCommitteeWithOperators`.
-    function _elect(bytes32 seed, uint256 k, uint32[] calldata exclude)
-        private
-        view
-        returns (uint32[] memory indices)
-    {
+    function _elect(bytes32 seed, uint256 k, uint32[] calldata exclude) private view returns (uint32[] memory indices) {
         Totals memory totals = s_totals;
         uint256 n = totals.nodeCount;
 
@@ -427,10 +490,7 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         if (k > available) revert NodeRegistry__NotEnoughNodes(k, available);
 
         indices = new uint32[](k);
-        if (k == 0) return indices;
-        // The highest power of two <= n, where the descent starts.
-        // forge-lint: disable-next-line(incorrect-shift)
-        uint256 topStep = 1 << Math.log2(n);
+        uint256 depth = totals.treeDepth;
 
         for (uint256 i; i < k; ++i) {
             uint256 r;
@@ -440,7 +500,7 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
                 r := keccak256(0x00, 0x40)
             }
             (uint256 picked, uint256 pickedWeight) =
-                _descend(r % remaining, remaining, n, topStep, removed, removedWeight, m);
+                _descend(r % remaining, remaining, depth, removed, removedWeight, m);
             // casting to 'uint32' is safe because picked <= nodeCount <= MAX_NODES
             // forge-lint: disable-next-line(unsafe-typecast)
             indices[i] = uint32(picked);
@@ -475,64 +535,69 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         }
     }
 
-    /// @dev Fenwick descent for the smallest index whose adjusted prefix weight exceeds `r`
-    ///      (adjusted: the first `m` entries of `removed` count as zero). Requires
-    ///      r < rest, the adjusted total. At each visited tree node (pos, c] the removed weights
-    ///      inside that range are subtracted in memory. `rest` is kept as the adjusted weight of
-    ///      (pos, n]: when the descent reaches c == n, that tree node's adjusted sum is exactly
-    ///      `rest`, so it is not read from storage (the tree and the totals describe the same
-    ///      weights; the node is always rejected since r < rest). `picked` holds pos until the
-    ///      end. `pickedWeight` holds, until the end, the adjusted sum of the last tree node that
-    ///      overshot, i.e. the range (picked - lowbit(picked), picked], and `sinceReject` what
-    ///      was accepted after it, i.e. (picked - lowbit(picked), picked - 1]; their difference
-    ///      is the picked node's own weight, with no extra storage read.
+    /// @dev Tree descent for the smallest index whose adjusted prefix weight exceeds `r`
+    ///      (adjusted: the first `m` entries of `removed` count as zero). Requires r < rest, the
+    ///      adjusted total. From the root down, one slot per level: the node's two stored child
+    ///      sums less the removed weights inside each child's range; child 2's adjusted sum is
+    ///      the node's (`rest`) minus both. The first child whose adjusted sum exceeds what is
+    ///      left of `r` is entered. Every adjusted sum stays non-negative (a removed weight is
+    ///      part of the sums that contain it), and r < rest holds at every level, so child 2 is
+    ///      only entered with a positive sum. At the bottom `rest` is the picked node's weight.
     function _descend(
         uint256 r,
         uint256 rest,
-        uint256 n,
-        uint256 topStep,
+        uint256 depth,
         uint256[] memory removed,
         uint256[] memory removedWeight,
         uint256 m
     ) private view returns (uint256 picked, uint256 pickedWeight) {
-        uint256 sinceReject;
-        // Assembly: this loop is the election's hot path. s_tree[c] is read from the mapping's
-        // slot keccak256(abi.encode(c, s_tree.slot)).
+        // Assembly: this loop is the election's hot path. The node (level, id) is read from the
+        // mapping's slot keccak256(abi.encode(_treeKey(level, id), s_tree.slot)). `picked` is
+        // the index of the current node's first position until the end; `m` becomes the end of
+        // the removed list and `removedWeight` its distance from `removed`.
         assembly ("memory-safe") {
             mstore(0x20, s_tree.slot)
-            let idxEnd := add(add(removed, 0x20), shl(5, m))
-            for { let step := topStep } step { step := shr(1, step) } {
-                let c := add(picked, step)
-                if iszero(gt(c, n)) {
-                    let v := rest
-                    if iszero(eq(c, n)) {
-                        mstore(0x00, c)
-                        v := sload(keccak256(0x00, 0x40))
-                        // v -= removedWeight[j] for every j < m with picked < removed[j] <= c.
-                        // Each such weight is part of s_tree[c], so v stays non-negative.
-                        for { let p := add(removed, 0x20) } lt(p, idxEnd) { p := add(p, 0x20) } {
-                            if and(gt(mload(p), picked), iszero(gt(mload(p), c))) {
-                                v := sub(v, mload(add(p, sub(removedWeight, removed))))
-                            }
-                        }
+            m := add(add(removed, 0x20), shl(5, m))
+            removedWeight := sub(removedWeight, removed)
+            let unit := exp(3, depth) // positions under one node of the current level
+            let id := 0
+            picked := 1
+            for {} depth { depth := sub(depth, 1) } {
+                unit := div(unit, 3)
+                mstore(0x00, or(shl(32, depth), id))
+                let a1 := sload(keccak256(0x00, 0x40))
+                let a0 := and(a1, CHILD_MASK)
+                a1 := shr(128, a1)
+                // Less the removed weights: offset d below unit is child 0, below 2 unit child 1
+                // (an index before `picked` wraps around to a huge offset).
+                for { let p := add(removed, 0x20) } lt(p, m) { p := add(p, 0x20) } {
+                    let d := sub(mload(p), picked)
+                    if lt(d, shl(1, unit)) {
+                        switch lt(d, unit)
+                        case 1 { a0 := sub(a0, mload(add(p, removedWeight))) }
+                        default { a1 := sub(a1, mload(add(p, removedWeight))) }
                     }
-                    switch gt(v, r)
-                    case 0 {
-                        r := sub(r, v)
-                        rest := sub(rest, v)
-                        sinceReject := add(sinceReject, v)
-                        picked := c
+                }
+                id := mul(id, 3)
+                switch lt(r, a0)
+                case 1 { rest := a0 }
+                default {
+                    r := sub(r, a0)
+                    switch lt(r, a1)
+                    case 1 {
+                        rest := a1
+                        id := add(id, 1)
+                        picked := add(picked, unit)
                     }
                     default {
-                        pickedWeight := v
-                        sinceReject := 0
+                        r := sub(r, a1)
+                        rest := sub(sub(rest, a0), a1)
+                        id := add(id, 2)
+                        picked := add(picked, shl(1, unit))
                     }
                 }
             }
-        }
-        unchecked {
-            ++picked;
-            pickedWeight -= sinceReject;
+            pickedWeight := rest
         }
     }
 

@@ -3,7 +3,7 @@ pragma solidity ^0.8.28;
 
 /// @title INodeRegistry
 /// @notice Operator nodes: stake, endpoint, signing key, capabilities; unbonding; slashing by the
-///         TaskManager; stake-weighted committee election over a Fenwick tree of node weights.
+///         TaskManager; stake-weighted committee election over a ternary sum tree of node weights.
 /// @dev A node's election weight is its active stake when that stake is at least the minimum
 ///      stake, and zero otherwise. Node indices are 1-based and never reused.
 interface INodeRegistry {

@@ -173,9 +173,9 @@ contract NodeRegistryInvariantTest is TestBase {
         vm.assertFalse(s_handler.ghostEarlyWithdrawal(), "early withdrawal");
     }
 
-    /// @notice The Fenwick tree agrees with the per-node weights: every prefix, the total and
+    /// @notice The election tree agrees with the per-node weights: every prefix, the total and
     ///         the eligible count; each weight is the stake when at least the minimum.
-    function invariant_FenwickMatchesWeights() public view {
+    function invariant_TreeMatchesWeights() public view {
         uint32 n = s_reg.getNodeCount();
         uint256 running;
         uint32 eligible;

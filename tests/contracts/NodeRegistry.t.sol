@@ -111,7 +111,7 @@ abstract contract NodeRegistryFixture is TestBase {
         }
     }
 
-    /// @dev Every Fenwick prefix equals the running sum of weights; totals agree.
+    /// @dev Every prefix read from the election tree equals the running sum of weights; totals agree.
     function _checkTree() internal view {
         uint32 n = s_reg.getNodeCount();
         uint256 running;
@@ -189,6 +189,50 @@ contract NodeRegistryTest is NodeRegistryFixture {
             vm.assertEq(uint256(s_reg.getNode(_operator(i)).index), i, "index");
         }
         _checkTree();
+    }
+
+    /// @dev The ternary tree grows a level when the node count passes 3, 9, 27 and 81: the
+    ///      prefix sums stay exact at and after every such step, after stake changes at the
+    ///      edges of the levels' ranges, and elections over 100 nodes match the reference.
+    function test_Tree_GrowsPastEachPowerOfThree() public {
+        for (uint256 i = 1; i <= 100; ++i) {
+            _register(i, uint96(MIN_STAKE + ((i * 53) % 97) * 3 ether));
+            if (i <= 4 || i == 9 || i == 10 || i == 27 || i == 28 || i == 81 || i == 82) _checkTree();
+        }
+        _checkTree();
+
+        uint32[7] memory edges = [uint32(1), 27, 28, 50, 81, 82, 100];
+        for (uint256 e; e < edges.length; ++e) {
+            address op = _operator(edges[e]);
+            if (e % 3 == 0) {
+                uint96 stake = s_reg.getNode(op).stakeWei;
+                vm.prank(op);
+                s_reg.requestUnbond(stake); // weight 0
+            } else if (e % 3 == 1) {
+                _fund(op, 40 ether);
+                vm.prank(op);
+                s_reg.addStake(40 ether);
+            } else {
+                s_reg.slash(op, 7 ether, s_recipient);
+            }
+        }
+        _checkTree();
+
+        uint32[] memory exclude = new uint32[](5);
+        exclude[0] = 28;
+        exclude[1] = 81;
+        exclude[2] = 0;
+        exclude[3] = 500;
+        exclude[4] = 28;
+        for (uint256 s; s < 12; ++s) {
+            bytes32 seed = keccak256(abi.encode("hundred", s));
+            uint32[] memory ex = s % 2 == 0 ? _noExclude() : exclude;
+            uint32[] memory got = s_reg.electCommittee(seed, 8, ex);
+            uint32[] memory want = _referenceElect(seed, 8, ex);
+            for (uint256 i; i < 8; ++i) {
+                vm.assertEq(uint256(got[i]), uint256(want[i]), "reference over 100 nodes");
+            }
+        }
     }
 
     function test_Register_AcceptsMaxLengthEndpoint() public {

@@ -70,6 +70,26 @@ abstract contract GasBase is Fixture {
         }
     }
 
+    /// @dev requestTask (k = 3, no datasets) from the current state under `seeds` seeds, each
+    ///      measured from the same state with every contract's storage cold again.
+    function _requestAcrossSeeds(uint256 seeds) internal returns (uint256 least, uint256 mean, uint256 most) {
+        ITaskManager.TaskRequest memory req = _taskRequest(3, 2, FEE, new uint64[](0));
+        uint256 snapshot = vm.snapshotState();
+        least = type(uint256).max;
+        for (uint256 i; i < seeds; ++i) {
+            vm.revertToState(snapshot);
+            vm.prevrandao(keccak256(abi.encode("seed", i)));
+            vm.cool(address(tm));
+            vm.cool(address(nodes));
+            vm.cool(address(token));
+            (, uint256 used) = s_probe.requestTask(tm, req);
+            if (used > most) most = used;
+            if (used < least) least = used;
+            mean += used;
+        }
+        mean /= seeds;
+    }
+
     function _measureFinalization(string memory label) internal returns (uint256 used) {
         used = s_probe.submitResult(tm, s_taskId, RESULT_HASH, OUTPUT, s_sigs);
         emit log_named_uint(label, used);
@@ -79,17 +99,15 @@ abstract contract GasBase is Fixture {
 
 /// @notice requestTask with k = 3 and no datasets, over 16 staked nodes, after an earlier task
 ///         (the TaskManager already holds escrow, as on any live deployment).
-/// @dev GOAL NOT MET: measured 155,944 of execution (was 191,599 before the task was packed into
-///      three slots, the hot parameters and the task counter into one, and the election made to
-///      return the operators). What is left: three new task slots 3 x 22.1k = 66.3k; the
-///      election ~38.4k (cold registry account 2.6k, totals 2.1k, nine cold Fenwick nodes 18.9k,
-///      three cold operator entries 6.3k, ~8k of compute and ABI encoding); the escrow
-///      transferFrom ~18k; the events ~13k (TaskRequested, CommitteeElected, TaskStateChanged);
-///      counter and parameters slot 5k; the rest is call, calldata and validation overhead.
-///      The bound below guards against regressions; it is not the goal.
+/// @dev Measured 148,367 of execution under the fixture's seed (155,944 with the binary Fenwick
+///      tree, 191,599 before the task was packed into three slots). Where it goes: three new
+///      task slots 3 x 22.1k = 66.3k; the election 34.4k (cold registry account 2.6k, totals
+///      2.1k, six cold ternary tree slots 12.6k, three cold operator entries 6.3k, the rest
+///      compute and ABI encoding); the escrow transferFrom ~18k; the events ~14k (TaskRequested,
+///      CommitteeElected, TaskStateChanged); counter and parameters slot 5k; the rest is call,
+///      calldata and validation overhead. With 16 nodes the tree has 1 + 2 + 6 slots and the
+///      fixture's draw already reads six of them cold, the most three draws can.
 contract TaskManagerGasRequestTest is GasBase {
-    uint256 internal constant REQUEST_BUDGET = 160_000;
-
     function setUp() public {
         _deployWithProbe(16);
         _request(3, 2);
@@ -100,7 +118,69 @@ contract TaskManagerGasRequestTest is GasBase {
         (uint256 taskId, uint256 used) = s_probe.requestTask(tm, req);
         emit log_named_uint("requestTask k=3 no datasets", used);
         vm.assertEq(taskId, 2, "requested");
-        vm.assertLt(used, REQUEST_BUDGET, "requestTask within its measured budget of 160k (goal of 150k not met)");
+        vm.assertLt(used, GOAL, "requestTask (k = 3, no datasets) under 150k gas");
+    }
+
+    /// @dev The election's storage reads depend on the draw: the same request under 64 other
+    ///      seeds, each from the same state with every contract's storage cold again.
+    function test_Gas_RequestTaskK3NoDatasetsAcrossSeeds() public {
+        (uint256 least, uint256 mean, uint256 most) = _requestAcrossSeeds(64);
+        emit log_named_uint("requestTask k=3 no datasets, 64 seeds, least", least);
+        emit log_named_uint("requestTask k=3 no datasets, 64 seeds, mean", mean);
+        emit log_named_uint("requestTask k=3 no datasets, 64 seeds, most", most);
+        vm.assertLt(most, GOAL, "requestTask (k = 3, no datasets) under 150k gas for every seed tried");
+    }
+}
+
+/// @notice requestTask (k = 3, no datasets) with more staked nodes than the goal's 16: the tree
+///         is deeper (log3 n slots per draw), so a request costs more. The bounds are the
+///         measured numbers plus a margin, to catch regressions; the issue sets no goal here.
+abstract contract TaskManagerGasRequestScaleBase is GasBase {
+    function _nodeCount() internal pure virtual returns (uint256);
+
+    function _bound() internal pure virtual returns (uint256);
+
+    function setUp() public {
+        _deployWithProbe(_nodeCount());
+        _request(3, 2);
+    }
+
+    function test_Gas_RequestTaskK3NoDatasetsScale() public {
+        (, uint256 mean, uint256 most) = _requestAcrossSeeds(32);
+        emit log_named_uint(string.concat("requestTask k=3 no datasets, ", _itoa(_nodeCount()), " nodes, mean"), mean);
+        emit log_named_uint(string.concat("requestTask k=3 no datasets, ", _itoa(_nodeCount()), " nodes, most"), most);
+        vm.assertLt(most, _bound(), "requestTask within its measured bound");
+    }
+
+    function _itoa(uint256 v) private pure returns (string memory) {
+        bytes memory digits;
+        do {
+            digits = abi.encodePacked(bytes1(uint8(48 + (v % 10))), digits);
+            v /= 10;
+        } while (v != 0);
+        return string(digits);
+    }
+}
+
+/// @dev Measured at most 158,009 over the 32 seeds (168,376 mean with the binary Fenwick tree).
+contract TaskManagerGasRequest64NodesTest is TaskManagerGasRequestScaleBase {
+    function _nodeCount() internal pure override returns (uint256) {
+        return 64;
+    }
+
+    function _bound() internal pure override returns (uint256) {
+        return 162_000;
+    }
+}
+
+/// @dev Measured at most 170,685 over the 32 seeds (182,313 mean with the binary Fenwick tree).
+contract TaskManagerGasRequest256NodesTest is TaskManagerGasRequestScaleBase {
+    function _nodeCount() internal pure override returns (uint256) {
+        return 256;
+    }
+
+    function _bound() internal pure override returns (uint256) {
+        return 175_000;
     }
 }
 
