@@ -1,7 +1,7 @@
 """The requester SDK: post an HE outsourcing task, hand its inputs to the committee, wait
 for the quorum-signed result on chain, fetch it and decrypt it; or run a PSI task against a
-dataset served by its owner's node (`prepare_psi`, `DatumClient.run_psi`;
-docs/PSI_NETWORK.md).
+dataset served by its owner's node (`prepare_psi`, `DatumClient.run_psi`, defined in
+`oracle.client_psi` and re-exported here; docs/PSI_NETWORK.md).
 
 Only ciphertexts and the public context leave the requester; the secret key stays in
 its `OwnerKeys`. Every step is its own call so callers (and tests) can stop in between::
@@ -20,11 +20,8 @@ import asyncio
 import csv
 import hashlib
 import io
-import json
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
-from web3.exceptions import ContractLogicError
 
 from compute.errors import ConfigError, DatumError, ProtocolAbort, SpecError
 from compute.he import (
@@ -50,34 +46,14 @@ from compute.he import (
 )
 from compute.he.nodes import column_names
 from compute.he.scheme import CKKS_SCALE
-from compute.psi import LinkConfig, PartyData, Table, index_keys
-from compute.psi import run_psi as run_psi_engine
 
 from .chain import staking, tasks
 from .chain.contracts import DatumContracts
-from .chain.rpc import Chain, revert_data
+from .chain.rpc import Chain
 from .chain.tasks import TaskRequest, TaskState
 from .chain.txmanager import NonceTracker, TxManager
-from .node.psi_attest import PsiAttestation, PsiReceipt, result_commitment, sign_receipt
-from .node.psi_datasets import parse_csv_table
-from .node.psi_spec import (
-    ANSWER_BLOB,
-    OFFER_BLOB,
-    PSI_KIND,
-    RECEIPT_BLOB,
-    REQUESTER_RANK,
-    SPEC_BLOB,
-    PsiTaskSpec,
-    SessionAnswer,
-    SessionOffer,
-    free_port,
-    link_config,
-    new_session_id,
-    parse_message,
-)
-from .node.psi_spec import spec_uri as psi_spec_uri
-from .p2p import P2PClient, Peer, PeerError, PeerRejected
-from .p2p.routes import HEADER_UPLOADER
+from .client_psi import PreparedPSI, PSIOutcome, PsiRequester, PsiSession, prepare_psi, save_psi_record
+from .p2p import P2PClient, Peer, PeerError
 
 __all__ = [
     "SCHEMES",
@@ -286,99 +262,6 @@ class HEOutcome:
 # -- PSI -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PreparedPSI:
-    """A PSI task ready to post: the spec and the requester's own table (it never leaves)."""
-
-    spec: PsiTaskSpec
-    table: Table = field(repr=False)
-    key: str
-    distinct_keys: int
-
-    @property
-    def spec_json(self) -> bytes:
-        """The canonical spec bytes (their sha256 is the on-chain specHash)."""
-        return self.spec.canonical_json()
-
-
-def prepare_psi(
-    data: bytes | str,
-    key: str,
-    dataset_id: int,
-    protocol: str,
-    reveal: str,
-    *,
-    case: str = "exact",
-    empty: str = "reject",
-    duplicates: str = "all",
-) -> PreparedPSI:
-    """Build the spec and check the requester's own CSV against it, before anything is paid."""
-    spec = PsiTaskSpec.build(
-        dataset_id=dataset_id, protocol=protocol, reveal=reveal, case=case, empty=empty, duplicates=duplicates
-    )
-    table = parse_csv_table(data.encode() if isinstance(data, str) else data)
-    keyed = index_keys(table, (key,), spec.key_rules())
-    return PreparedPSI(spec=spec, table=table, key=key, distinct_keys=len(keyed))
-
-
-@dataclass(frozen=True)
-class PsiSession:
-    """The requester's side of a finished PSI session: its result file (in memory) and receipt.
-
-    `salt` opens the receipt's commitment; `result` is written to the output only once the
-    task is finalized with this receipt's attestation.
-    """
-
-    session_id: str
-    receipt: PsiReceipt
-    result: bytes = field(repr=False)
-    salt: bytes = field(repr=False)
-    matches: int
-    rows: int
-    session_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class PSIOutcome:
-    """A finished PSI task: where the matching rows were written, the transactions, the proof."""
-
-    task_id: int
-    matches: int
-    rows: int
-    out: Path
-    committee: tuple[str, ...]
-    signers: tuple[str, ...]
-    request_tx: str
-    finalize_tx: str
-    result_hash: bytes
-    session_id: str
-    result_commitment: str
-    salt: bytes = field(repr=False)
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` shape of ``datum task submit psi --wait``."""
-        return {
-            "task_id": self.task_id,
-            "result": {"matches": self.matches, "rows": self.rows, "out": str(self.out)},
-            "tx": {"request": self.request_tx, "finalize": self.finalize_tx},
-            "committee": list(self.committee),
-            "signers": list(self.signers),
-            "result_hash": "0x" + self.result_hash.hex(),
-            "result_commitment": self.result_commitment,
-            "session_id": self.session_id,
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-        }
-
-
-def _result_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
@@ -392,7 +275,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
 
 
-class DatumClient:
+class DatumClient(PsiRequester):
     """A requester: its chain key signs the request, the uploads and the result fetch."""
 
     def __init__(
@@ -637,228 +520,6 @@ class DatumClient:
             },
         )
 
-    # -- PSI -----------------------------------------------------------------------------------
-
-    async def request_psi(
-        self,
-        prepared: PreparedPSI,
-        *,
-        fee_wei: int,
-        committee_size: int = 3,
-        quorum: int = 2,
-        timeout_s: int = 900,
-    ) -> Submitted:
-        """Request the PSI task: a consent refusal reverts here (decoded), before any transaction."""
-        started = time.perf_counter()
-
-        def run() -> Submitted:
-            now = int(self.chain.raw_block("latest").get("timestamp", "0x0"), 16)
-            request = TaskRequest(
-                kind=PSI_KIND,
-                committee_size=committee_size,
-                quorum=quorum,
-                deadline=now + timeout_s,
-                fee_wei=fee_wei,
-                spec_hash=prepared.spec.spec_hash(),
-                spec_uri=psi_spec_uri(prepared.spec.spec_hash()),
-                dataset_ids=(prepared.spec.dataset_id,),
-            )
-            self._preflight(request)
-            task_id, sent = tasks.request_task(self.tx, self.chain, self.contracts, request)
-            (event,) = self.contracts.events_in(self.contracts.tasks, sent.receipt, "TaskRequested")
-            return Submitted(
-                task_id=task_id,
-                request_tx=sent.tx_hash,
-                request_block=sent.block_number,
-                committee=tuple(str(a) for a in event.args["committee"]),
-                quorum=quorum,
-                deadline=request.deadline,
-                request_s=time.perf_counter() - started,
-            )
-
-        return await asyncio.to_thread(run)
-
-    def _preflight(self, request: TaskRequest) -> None:
-        """Simulate requestTask: consent and request errors surface before the escrow approval.
-
-        The token's allowance errors are expected here (the approval comes next) and ignored.
-        """
-        call = self.contracts.tasks.get_function_by_name("requestTask")(request.as_tuple())
-        try:
-            self.chain.rpc(lambda: call.call({"from": self.account.address}), "requestTask() preflight")
-        except ContractLogicError as exc:
-            error = self.chain.errors.decode(revert_data(exc))
-            if not error.name.startswith("ERC20"):
-                raise error from None
-
-    async def psi_provider(self, dataset_id: int) -> Peer:
-        """The node serving `dataset_id`: the NodeRegistry node of the dataset's owner."""
-
-        def run() -> Peer:
-            owner = str(self.chain.call(self.contracts.data, "getAsset", dataset_id)[0])
-            node = staking.get_node(self.chain, self.contracts, owner)
-            if not node.registered:
-                raise ConfigError(f"dataset {dataset_id}'s owner {owner} runs no registered node to serve it")
-            return Peer.of_node(node, self.chain.chain_id)
-
-        return await asyncio.to_thread(run)
-
-    async def offer_psi_session(
-        self, submitted: Submitted, prepared: PreparedPSI, *, link_host: str = "127.0.0.1"
-    ) -> tuple[Peer, LinkConfig]:
-        """Hand the spec and the session offer to the provider's node; returns its link config.
-
-        `ProtocolAbort` with the node's reason when it refuses (consent, row count, ...).
-        """
-        task_id = submitted.task_id
-        provider = await self.psi_provider(prepared.spec.dataset_id)
-        try:
-            port = free_port(link_host)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen for the PSI link on {link_host}: {exc.strerror or exc}"
-            ) from None
-        offer = SessionOffer(session_id=new_session_id(task_id), requester_link=f"{link_host}:{port}")
-        try:
-            await self._p2p.upload_blob(provider, task_id, SPEC_BLOB, prepared.spec_json)
-            await self._p2p.upload_blob(provider, task_id, OFFER_BLOB, offer.model_dump_json().encode())
-        except PeerRejected as exc:
-            raise ProtocolAbort(f"task {task_id}: the provider's node refused the session: {exc}") from None
-        answer_response = await self._p2p.get(provider, f"/v1/tasks/{task_id}/blobs/{ANSWER_BLOB}")
-        uploader = answer_response.headers.get(HEADER_UPLOADER, "")
-        if uploader.lower() != provider.audience.address.lower():
-            raise ProtocolAbort(f"task {task_id}: the session answer was not written by the provider's node")
-        answer = parse_message(SessionAnswer, answer_response.body, "the session answer")
-        now = int((await asyncio.to_thread(self.chain.raw_block, "latest")).get("timestamp", "0x0"), 16)
-        return provider, link_config(
-            prepared.spec, REQUESTER_RANK, offer, answer, float(submitted.deadline - now)
-        )
-
-    async def run_psi_session(
-        self,
-        submitted: Submitted,
-        prepared: PreparedPSI,
-        *,
-        link_host: str = "127.0.0.1",
-        work_dir: Path | None = None,
-    ) -> PsiSession:
-        """Offer, run the receiver's side over the SPU link, commit to the result and send the
-        signed receipt to the provider's node. Nothing is written to disk but the engine's
-        private run directory (removed)."""
-        started = time.perf_counter()
-        provider, link = await self.offer_psi_session(submitted, prepared, link_host=link_host)
-        scratch = Path(tempfile.mkdtemp(prefix="datum-psi-", dir=work_dir))
-        try:
-            result = await asyncio.to_thread(
-                run_psi_engine,
-                prepared.spec.engine_spec(),
-                data=PartyData(prepared.table, (prepared.key,)),
-                link=link,
-                work_dir=scratch,
-            )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        data = _result_csv(prepared.table.columns, result.rows)
-        salt = secrets.token_bytes(32)
-        receipt = sign_receipt(
-            self.account,
-            chain_id=self.chain.chain_id,
-            task_manager=str(self.contracts.tasks.address),
-            task_id=submitted.task_id,
-            spec_hash=prepared.spec.spec_hash(),
-            session_id=link.session_id,
-            dataset_id=prepared.spec.dataset_id,
-            commitment=result_commitment(salt, data),
-        )
-        try:
-            await self._p2p.upload_blob(provider, submitted.task_id, RECEIPT_BLOB, receipt.to_bytes())
-        except PeerRejected as exc:
-            raise ProtocolAbort(f"task {submitted.task_id}: the provider did not attest: {exc}") from None
-        return PsiSession(
-            session_id=link.session_id,
-            receipt=receipt,
-            result=data,
-            salt=salt,
-            matches=int(result.intersection_size or 0),
-            rows=len(result.rows),
-            session_s=time.perf_counter() - started,
-        )
-
-    async def check_psi_result(self, final: Finalized, committee: Sequence[str], session: PsiSession) -> None:
-        """The finalized attestation is the one over this session's receipt (else `TaskFailed`)."""
-        data = await self.fetch_result(final.task_id, committee, final.result_hash)
-        try:
-            attestation = parse_message(PsiAttestation, data, "the attestation")
-        except SpecError as exc:
-            raise TaskFailed(f"task {final.task_id}: {exc}") from None
-        if attestation.receipt != session.receipt:
-            raise TaskFailed(f"task {final.task_id} was finalized over another receipt than this requester's")
-
-    async def run_psi(
-        self,
-        prepared: PreparedPSI,
-        *,
-        out: Path,
-        fee_wei: int,
-        committee_size: int = 3,
-        quorum: int = 2,
-        timeout_s: int = 900,
-        link_host: str = "127.0.0.1",
-        progress: Progress | None = None,
-        on_submitted: Callable[[Submitted], None] | None = None,
-    ) -> PSIOutcome:
-        """Request, run the session, wait for the quorum, check the attestation, write `out`.
-
-        `out` is written (atomically) only once the task is finalized over this requester's
-        receipt; an abort leaves nothing behind.
-        """
-        try:
-            free_port(link_host)  # fail before paying when the link cannot listen there
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen for the PSI link on {link_host}: {exc.strerror or exc}"
-            ) from None
-        submitted = await self.request_psi(
-            prepared, fee_wei=fee_wei, committee_size=committee_size, quorum=quorum, timeout_s=timeout_s
-        )
-        if on_submitted is not None:
-            on_submitted(submitted)
-        if progress is not None:
-            progress("session", 0, 1)
-        try:
-            session = await self.run_psi_session(submitted, prepared, link_host=link_host)
-            if progress is not None:
-                progress("session", 1, 1)
-            started = time.perf_counter()
-            final = await self.wait_finalized(submitted.task_id, timeout_s=timeout_s, progress=progress)
-            wait_s = time.perf_counter() - started
-            await self.check_psi_result(final, submitted.committee, session)
-        except (ProtocolAbort, TaskFailed, PeerError, SpecError, ConfigError) as exc:
-            raise TaskFailed(
-                f"task {submitted.task_id} aborted, nothing written to {out}: {exc}; after its deadline "
-                f"({submitted.deadline}) refund({submitted.task_id}) returns the escrow"
-            ) from exc
-        await asyncio.to_thread(_write_atomically, out, session.result)
-        return PSIOutcome(
-            task_id=submitted.task_id,
-            matches=session.matches,
-            rows=session.rows,
-            out=out,
-            committee=submitted.committee,
-            signers=final.signers,
-            request_tx=submitted.request_tx,
-            finalize_tx=final.finalize_tx,
-            result_hash=final.result_hash,
-            session_id=session.session_id,
-            result_commitment=session.receipt.result_commitment,
-            salt=session.salt,
-            timings_s={
-                "request": submitted.request_s,
-                "session": session.session_s,
-                "wait_finalized": wait_s,
-            },
-        )
-
 
 def save_task_keys(directory: Path, prepared: PreparedHE, task_id: int, chain_id: int) -> Path:
     """Keep a task's spec and owner keys (SECRET) for decrypting later; returns the folder."""
@@ -870,25 +531,6 @@ def save_task_keys(directory: Path, prepared: PreparedHE, task_id: int, chain_id
     keys_path.chmod(0o600)
     keys_path.write_bytes(prepared.keys.to_bytes())
     return folder
-
-
-def save_psi_record(directory: Path, outcome: PSIOutcome, chain_id: int) -> Path:
-    """Keep the salt that opens a PSI task's result commitment (mode 0600); returns the file."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"{chain_id}-{outcome.task_id}.json"
-    record = {
-        "task_id": outcome.task_id,
-        "chain_id": chain_id,
-        "session_id": outcome.session_id,
-        "out": str(outcome.out.resolve()),
-        "result_commitment": outcome.result_commitment,
-        "salt": "0x" + outcome.salt.hex(),
-        "result_hash": "0x" + outcome.result_hash.hex(),
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(record, indent=2) + "\n")
-    return path
 
 
 async def _gather_until_quorum(

@@ -3,14 +3,15 @@
 
 * `spec_received`: the spec hashes to the on-chain specHash and names a dataset of the task.
 * `offer_received`: every check before a key is fed (task, requester, consent now, the local
-  copy opening the on-chain commitment, distinct keys = committed row count), then the
+  copy opening the on-chain commitment, distinct keys = committed row count, the requested
+  label columns exist), the labeled table prepared or reused (`psi_labels`), then the
   answer (this node's link address) is published and the engine starts.
 * `receipt_received`: once the engine finished the session, the requester's receipt is
   countersigned and the attestation pushed to every committee member.
 
-The engine (`compute.psi.run_psi`, rank 1, no output) runs in its own process, supervised
-from a daemon thread, so the event loop never blocks and a stopping node never waits for it.
-Logs carry task, session and dataset ids only.
+The engine (`psi_engine`: `run_psi` as rank 1, or `run_labeled` as the provider) runs in its
+own process, supervised from a daemon thread, so the event loop never blocks and a stopping
+node never waits for it. Logs carry task, session and dataset ids and counts only.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from compute.errors import DatumError, SpecError
-from compute.psi import LinkConfig, PartyData, PsiResult, Table, run_psi
+from compute.psi import Table
 
 from ..chain.tasks import TaskState, TaskView
 from ..p2p import BlobStore, Caller, P2PClient, Peer, PeerError, StoredBlob
@@ -32,7 +32,9 @@ from ..p2p.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from .context import NodeContext
 from .psi_attest import AttestationError, PsiReceipt, countersign, verify_receipt
 from .psi_chain import attestation_facts, consent_problem, read_asset, requester_allowed
-from .psi_datasets import DatasetMismatch, DatasetMissing, check_dataset, load_dataset
+from .psi_datasets import DatasetMismatch, DatasetMissing, LocalDataset, check_dataset, load_dataset
+from .psi_engine import EngineJob, EngineOutcome, start_engine, write_provider_result
+from .psi_labels import LabelTables
 from .psi_spec import (
     ANSWER_BLOB,
     ATTESTATION_BLOB,
@@ -68,6 +70,7 @@ class PsiProvider:
         self._spawn: Callable[[Awaitable[None], str], None] = lambda work, name: None
         self._finished: dict[int, asyncio.Event] = {}
         self._specs: dict[int, PsiTaskSpec] = {}
+        self.label_tables = LabelTables(ctx.config.data_dir)
         for task_id in self.sessions.abort_running("the node stopped during the session"):
             log.warning("task %d: PSI session aborted: the node stopped while it ran", task_id)
 
@@ -124,17 +127,19 @@ class PsiProvider:
         if view.state not in (TaskState.REQUESTED, TaskState.ACTIVE) or now >= view.deadline:
             raise Conflict(f"task {task_id} is closed", code="task_closed")
         try:
-            table, rows, key = await self._checked_dataset(spec, view, now)
+            table, rows, local = await self._checked_dataset(spec, view, now)
+            job = await self._job(task_id, spec, table, local)
         except _Refusal as exc:
             self.sessions.insert(
                 SessionRecord(task_id, SessionState.REFUSED, spec.dataset_id, error=exc.message)
             )
             log.warning("task %d: PSI session refused (%s)", task_id, exc.code)
             raise Conflict(exc.message, code=exc.code) from None
-        answer = SessionAnswer(
-            session_id=offer.session_id,
-            provider_link=f"{self.ctx.config.listen_host}:{free_port(self.ctx.config.listen_host)}",
-        )
+        host = self.ctx.config.listen_host
+        port = free_port(host)
+        while f"{host}:{port}" == offer.requester_link:  # same host: never the requester's port
+            port = free_port(host)
+        answer = SessionAnswer(session_id=offer.session_id, provider_link=f"{host}:{port}")
         link = link_config(spec, PROVIDER_RANK, offer, answer, float(view.deadline - now))
         record = SessionRecord(
             task_id, SessionState.RUNNING, spec.dataset_id, offer.session_id, view.requester, rows
@@ -146,22 +151,53 @@ class PsiProvider:
             self._blobs.put_bytes, task_id, ANSWER_BLOB, answer.model_dump_json().encode(), self.ctx.signer
         )
         finished = self._finished[task_id] = asyncio.Event()
-        future = _start_engine(spec, table, key, link, self.work_dir, task_id)
-        self._spawn(self._follow_engine(task_id, future, finished), f"psi-engine-{task_id}")
+        future = start_engine(job, link, self.work_dir, task_id)
+        self._spawn(self._follow_engine(task_id, spec, table, future, finished), f"psi-engine-{task_id}")
         log.info(
             "task %d: PSI session %s started as provider of dataset %d (%s, %d keys)",
             task_id,
             offer.session_id,
             spec.dataset_id,
-            spec.protocol,
+            spec.mode,
             rows,
         )
+
+    async def _job(self, task_id: int, spec: PsiTaskSpec, table: Table, local: LocalDataset) -> EngineJob:
+        """What the engine runs; for labeled PSI the label columns are checked and the table
+        prepared (or the stored one reused)."""
+        if not spec.labeled:
+            return EngineJob(spec, table, local.key)
+        missing = [c for c in spec.labels if c not in table.columns]
+        if missing:
+            raise _Refusal(
+                f"dataset {spec.dataset_id} has no column {missing[0]!r} (label columns: "
+                f"{', '.join(c for c in table.columns if c != local.key)})",
+                "unknown_label_column",
+            )
+        commitment = str(local.document.get("content_commitment", ""))
+        try:
+            prepared = await asyncio.to_thread(self.label_tables.prepared, spec, table, local.key, commitment)
+        except SpecError as exc:
+            raise _Refusal(f"dataset {spec.dataset_id}: {exc}", "label_too_long") from None
+        log.info(
+            "task %d: label table of dataset %d %s (%s, key epoch %d; built %d, reused %d since start)",
+            task_id,
+            spec.dataset_id,
+            "built" if prepared.built else "reused",
+            spec.labeled_spec().algorithm.value,
+            prepared.epoch,
+            self.label_tables.built,
+            self.label_tables.reused,
+        )
+        return EngineJob(spec, table, local.key, prepared.provider)
 
     def _check_requester(self, caller: Caller, view: TaskView) -> None:
         if caller.address.lower() != view.requester.lower():
             raise Forbidden("only the task's requester runs its PSI session", code="not_requester")
 
-    async def _checked_dataset(self, spec: PsiTaskSpec, view: TaskView, now: int) -> tuple[Table, int, str]:
+    async def _checked_dataset(
+        self, spec: PsiTaskSpec, view: TaskView, now: int
+    ) -> tuple[Table, int, LocalDataset]:
         dataset_id = spec.dataset_id
         if dataset_id not in view.dataset_ids:
             raise _Refusal(f"dataset {dataset_id} is not one of the task's datasets", "dataset_not_in_task")
@@ -188,10 +224,15 @@ class PsiProvider:
             raise _Refusal(str(exc), "dataset_missing") from None
         except SpecError as exc:
             raise _Refusal(f"dataset {dataset_id}: {exc}", "dataset_unreadable") from None
-        return table, rows, local.key
+        return table, rows, local
 
     async def _follow_engine(
-        self, task_id: int, future: asyncio.Future[PsiResult], finished: asyncio.Event
+        self,
+        task_id: int,
+        spec: PsiTaskSpec,
+        table: Table,
+        future: asyncio.Future[EngineOutcome],
+        finished: asyncio.Event,
     ) -> None:
         try:
             result = await future
@@ -202,8 +243,25 @@ class PsiProvider:
             self.sessions.transition(task_id, SessionState.ABORTED, error=type(exc).__name__)
             log.exception("task %d: PSI engine failed", task_id)
         else:
+            if result.rows is not None:  # reveal=both: the provider's own side, for its operator only
+                await asyncio.to_thread(
+                    write_provider_result,
+                    self.ctx.config.data_dir,
+                    spec.dataset_id,
+                    task_id,
+                    table.columns,
+                    result.rows,
+                )
             self.sessions.transition(task_id, SessionState.DONE)
-            log.info("task %d: PSI session done (provider side, %d keys)", task_id, result.own_size)
+            if result.query_size is not None:
+                log.info(
+                    "task %d: PSI session done (provider side, %d keys, labeled query of %d keys)",
+                    task_id,
+                    result.own_size,
+                    result.query_size,
+                )
+            else:
+                log.info("task %d: PSI session done (provider side, %d keys)", task_id, result.own_size)
         finally:
             finished.set()
 
@@ -303,35 +361,3 @@ def _spec_for(data: bytes, view: TaskView) -> PsiTaskSpec:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
-
-
-def _start_engine(
-    spec: PsiTaskSpec, table: Table, key: str, link: LinkConfig, work_dir: Path, task_id: int
-) -> asyncio.Future[PsiResult]:
-    """Run this node's side in the engine process, supervised from a daemon thread."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[PsiResult] = loop.create_future()
-
-    def settle(result: PsiResult | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            assert result is not None
-            future.set_result(result)
-
-    def run() -> None:
-        try:
-            result = run_psi(spec.engine_spec(), data=PartyData(table, (key,)), link=link, work_dir=work_dir)
-        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
-            outcome: tuple[PsiResult | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop closed: the node stopped
-            pass
-
-    threading.Thread(target=run, name=f"psi-engine-{task_id}", daemon=True).start()
-    return future

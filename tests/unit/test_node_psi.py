@@ -77,10 +77,21 @@ def test_the_spec_is_canonical_and_hashes_to_what_goes_on_chain() -> None:
 
 
 def test_the_spec_refuses_what_the_network_does_not_serve() -> None:
-    with pytest.raises(SpecError, match="--reveal both is not served"):
-        PsiTaskSpec.build(dataset_id=1, protocol="rr22", reveal="both")
-    with pytest.raises(SpecError, match="--protocol he is not served"):
-        PsiTaskSpec.build(dataset_id=1, protocol="he", reveal="me")
+    with pytest.raises(SpecError, match="--reveal size is served by the DH cardinality protocol"):
+        PsiTaskSpec.build(dataset_id=1, protocol="rr22", reveal="size")
+    with pytest.raises(SpecError, match="--labels is not served with --protocol kkrt"):
+        PsiTaskSpec.build(
+            dataset_id=1, protocol="kkrt", reveal="me", labels=("a",), label_bytes=8, query_keys=1
+        )
+    with pytest.raises(SpecError, match="--labels runs with --reveal me only"):
+        PsiTaskSpec.build(
+            dataset_id=1, protocol="he", reveal="both", labels=("a",), label_bytes=8, query_keys=1
+        )
+    with pytest.raises(SpecError, match="--protocol md5 is not served"):
+        PsiTaskSpec.build(dataset_id=1, protocol="md5", reveal="me")
+    labeled = json.loads(SPEC.canonical_json()) | {"labels": ["a"], "protocol": "ecdh"}  # no label_bytes
+    with pytest.raises(SpecError, match="labeled PSI needs label_bytes"):
+        parse_message(PsiTaskSpec, json.dumps(labeled).encode(), "spec")
     with pytest.raises(SpecError, match="dataset_id"):
         PsiTaskSpec.build(dataset_id=0, protocol="rr22", reveal="me")
     with pytest.raises(SpecError, match="case"):
