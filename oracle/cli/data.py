@@ -19,6 +19,7 @@ from compute.errors import ConfigError
 from ..chain.datasets import (
     UNLIMITED_USES,
     ConsentPolicy,
+    DatasetMetadata,
     describe_csv,
     get_asset,
     kinds_mask,
@@ -27,6 +28,7 @@ from ..chain.datasets import (
 from ..chain.tasks import TASK_KINDS
 from ..node.processes import NodeLaunch
 from ..node.psi_datasets import store_dataset
+from ..node.stats_datasets import StatsMetadata, describe_stats_csv, read_schema_file
 from .common import JSON_OPTION, Session, emit, home_path, kv_table, parse_wei, session
 
 app = typer.Typer(
@@ -40,6 +42,15 @@ NODE_OPTION = typer.Option(
     "--node",
     min=1,
     help="Register as devnet node N's operator; node N keeps the file and serves it (e.g. to PSI).",
+)
+
+SCHEMA_OPTION = typer.Option(
+    None,
+    "--schema",
+    exists=True,
+    dir_okay=False,
+    help="Declared table schema (JSON: name, columns with lo/hi/integer or categories) for stats; "
+    "it goes into the committed metadata document and every value is checked against it.",
 )
 
 
@@ -58,7 +69,10 @@ def register(
     file: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file with a header.")
     ],
-    key: str = typer.Option(..., "--key", help="The join key column (e.g. for PSI)."),
+    key: str | None = typer.Option(
+        None, "--key", help="The join key column (e.g. for PSI); required unless --schema is given."
+    ),
+    schema: Path | None = SCHEMA_OPTION,
     price: str = typer.Option("0", "--price", help="Price per finalized task (wei, or e.g. 10dtm)."),
     allow: str = typer.Option(DEFAULT_KINDS, "--allow", help="Task kinds that may use it, comma separated."),
     rows: int | None = typer.Option(
@@ -69,7 +83,7 @@ def register(
         0, "--expires", min=0, help="Unix time after which no task may use it (0 never)."
     ),
     min_group_size: int = typer.Option(
-        10, "--min-group-size", min=1, help="Smallest group an aggregate covers."
+        10, "--min-group-size", "--min-group", min=1, help="Smallest group an aggregate covers."
     ),
     uri: str | None = typer.Option(None, "--uri", help="Metadata URI (default: the node's endpoint)."),
     node: int | None = NODE_OPTION,
@@ -78,7 +92,13 @@ def register(
     """Register a dataset: hash its metadata, count its rows, record consent and price."""
     s = session()
     node_data_dir = _node_data_dir(s, node) if node is not None else None
-    metadata = describe_csv(file, key, rows)
+    metadata: DatasetMetadata | StatsMetadata
+    if schema is not None:
+        metadata = describe_stats_csv(file, read_schema_file(schema), key=key, rows=rows)
+    elif key is None:
+        raise ConfigError("pass --key COLUMN (PSI), --schema FILE (stats), or both")
+    else:
+        metadata = describe_csv(file, key, rows)
     policy = ConsentPolicy(
         allowed_kinds=kinds_mask(k for k in allow.split(",") if k.strip()),
         open=True,
@@ -112,7 +132,7 @@ def register(
             chain_id=s.chain.chain_id,
             dataset_id=dataset_id,
             source=file,
-            key=key,
+            key=key or "",
             salt=metadata.salt,
             document=metadata.document(),
         )
@@ -124,6 +144,7 @@ def register(
         "columns": list(metadata.columns),
         "key": key,
         "metadata_hash": hash_hex,
+        "table": metadata.table.to_json() if isinstance(metadata, StatsMetadata) else None,
         "metadata_uri": uri,
         "price_wei": str(parse_wei(price)),
         "policy": {

@@ -309,6 +309,7 @@ async def _submit_psi(
             quorum=quorum,
             timeout_s=timeout_s,
             link_host=link_host,
+            table_cache=records_dir.parent / "psi-tables",
             progress=report,
             on_submitted=remember,
         )
@@ -325,11 +326,32 @@ def submit_psi(
     mine: Path = MINE_OPTION,
     key: str = typer.Option(..., "--key", help="Your key column (e.g. client_id)."),
     with_dataset: str = typer.Option(..., "--with", help="The dataset to intersect with (its id)."),
-    protocol: str = typer.Option(..., "--protocol", help="ecdh, rr22 or kkrt (SPU libpsi)."),
-    reveal: str = typer.Option("me", "--reveal", help="Who learns the intersection: me (only you)."),
+    protocol: str = typer.Option(
+        ...,
+        "--protocol",
+        help="ecdh, rr22, kkrt (SPU libpsi) or he (BFV polynomials); with --labels: ecdh "
+        "(labeled DH-OPRF, alias dh-oprf) or he.",
+    ),
+    reveal: str = typer.Option(
+        "me",
+        "--reveal",
+        help="me: only you learn your matching rows; both: the provider learns its own matching "
+        "rows too; size: you learn only the intersection size (ecdh).",
+    ),
     out: Path = OUT_OPTION,
     case: str = typer.Option("exact", "--case", help="Key case rule on both sides: exact or casefold."),
-    labels: str | None = typer.Option(None, "--labels", help="Labeled PSI (not served yet)."),
+    labels: str | None = typer.Option(
+        None,
+        "--labels",
+        help="Labeled PSI: the provider's columns (comma-separated) you get for your matching keys.",
+    ),
+    label_bytes: int = typer.Option(
+        64,
+        "--label-bytes",
+        min=1,
+        max=65536,
+        help="Padded size of one label record (2 + 4 per column + the UTF-8 bytes must fit).",
+    ),
     fee: str = typer.Option("1dtm", "--fee", help="Fee paid to the signing members (wei, or e.g. 2dtm)."),
     committee: int = typer.Option(3, "--committee", min=1, max=8, help="Committee size."),
     quorum: int = typer.Option(2, "--quorum", min=1, max=8, help="Matching signatures needed."),
@@ -342,10 +364,19 @@ def submit_psi(
     wait: bool = typer.Option(False, "--wait", help="Run the session and wait for the result (required)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Intersect your key column with a dataset served by its owner's node; only you learn the
-    matching rows, written to --out once the committee finalized the task."""
-    if labels is not None:
-        raise ConfigError("labeled PSI (--labels) is not served by the network yet")
+    """Intersect your key column with a dataset served by its owner's node; the result is written
+    to --out once the committee finalized the task.
+
+    \b
+    Served (anything else is refused before any payment):
+      --protocol ecdh|rr22|kkrt|he  --reveal me    your matching rows
+      --protocol ecdh|rr22|kkrt|he  --reveal both  yours to you, the provider's to its node
+      --protocol ecdh               --reveal size  the intersection size only
+      --protocol ecdh|he --labels a,b --reveal me  your matching rows + the provider's a,b
+    """
+    label_columns = tuple(c.strip() for c in labels.split(",")) if labels is not None else ()
+    if labels is not None and not all(label_columns):
+        raise ConfigError(f"--labels takes column names separated by commas, not {labels!r}")
     if not wait:
         raise ConfigError("a PSI task runs interactively with the provider's node: pass --wait")
     if out.resolve() == mine.resolve():
@@ -354,7 +385,16 @@ def submit_psi(
         data = mine.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {mine}: {exc.strerror or exc}") from None
-    prepared = prepare_psi(data, key, _dataset_id(with_dataset), protocol, reveal, case=case)
+    prepared = prepare_psi(
+        data,
+        key,
+        _dataset_id(with_dataset),
+        protocol,
+        reveal,
+        case=case,
+        labels=label_columns,
+        label_bytes=label_bytes,
+    )
     s = session()
     console = None if as_json else Console(stderr=True)
     account = s.account()
@@ -379,10 +419,14 @@ def submit_psi(
         payload = asyncio.run(go())
 
     def human(console_out: Console) -> None:
+        size_only = prepared.spec.reveal == "size"
         rows: list[tuple[str, Any]] = [
             ("task", payload["task_id"]),
-            ("matching keys", payload["result"]["matches"]),
-            ("rows written", f"{payload['result']['rows']} -> {payload['result']['out']}"),
+            ("mode", payload["revealed"]["mode"]),
+            ("intersection size" if size_only else "matching keys", payload["result"]["matches"]),
+            ("written", f"{payload['result']['rows']} rows -> {payload['result']['out']}"),
+            ("you learned", payload["revealed"]["requester"]),
+            ("the provider learned", payload["revealed"]["provider"]),
             ("request tx", payload["tx"]["request"]),
             ("finalize tx", payload["tx"]["finalize"]),
             ("result hash", payload["result_hash"]),
@@ -392,3 +436,8 @@ def submit_psi(
 
     emit(as_json, payload, human)
     sys.stdout.flush()
+
+
+from .task_stats import register as _register_stats  # noqa: E402 - `datum task submit stats`
+
+_register_stats(submit_app)

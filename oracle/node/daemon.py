@@ -47,7 +47,11 @@ from .psi_api import PsiApi
 from .psi_chain import servable_request
 from .psi_provider import PsiProvider
 from .psi_spec import PSI_KIND, psi_servable
-from .steps import TaskSteps
+from .stats_api import StatsApi
+from .stats_committee import StatsCommittee
+from .stats_provider import StatsProvider
+from .stats_spec import STATS_KIND, StatsTaskSpec, stats_servable
+from .stats_steps import StatsTaskSteps
 from .store import OPEN_STATES, NodeTaskState, TaskRecord, TaskStore
 from .worker import exit_with_parent, warm_up
 
@@ -165,7 +169,12 @@ class NodeDaemon:
         self.ctx = ctx
         self.contracts = contracts
         self.psi = PsiProvider(ctx)
-        self.api = PsiApi(ctx, NodeApi(ctx), self.psi)  # PSI blobs to their checks, the rest to HE
+        self.stats_committee = StatsCommittee(ctx, self._executor)
+        self.stats_provider = StatsProvider(ctx, self._executor)
+        # stats blobs to their checks, then PSI blobs to theirs, the rest to HE
+        self.api = StatsApi(
+            ctx, PsiApi(ctx, NodeApi(ctx), self.psi), self.stats_committee, self.stats_provider
+        )
         listener = self._listener(contracts, contracts.deployment.deploy_block)
         server = P2PServer(
             ServerConfig(
@@ -186,8 +195,10 @@ class NodeDaemon:
                 *(loop.run_in_executor(self._executor(), warm_up) for _ in range(self.config.workers))
             )
             async with P2PClient(ctx.account, timeout_s=self.config.peer_timeout_s) as client:
-                self.steps = TaskSteps(ctx, self._executor, client, self._spawn)
+                self.steps = StatsTaskSteps(ctx, self._executor, client, self._spawn, self.stats_committee)
                 self.psi.bind(server.blobs, client, self._spawn)
+                self.stats_committee.bind(server.blobs, client)
+                self.stats_provider.bind(client, self._spawn)
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     await runner.setup()
@@ -324,14 +335,23 @@ class NodeDaemon:
         return any(op.lower() == self.ctx.operator.lower() for op in committee)
 
     def _handles_kind(self, kind: int) -> bool:
-        # every node checks PSI attestations (docs/PSI_NETWORK.md); other kinds by capability
-        return kind == PSI_KIND or any(TASK_KINDS[c] == kind for c in self.config.capabilities)
+        # every node checks PSI attestations (docs/PSI_NETWORK.md) and runs stats committees
+        # (docs/STATS_NETWORK.md); other kinds by capability
+        return kind in (PSI_KIND, STATS_KIND) or any(TASK_KINDS[c] == kind for c in self.config.capabilities)
 
     async def _on_requested(self, event: DecodedEvent) -> None:
         a = event.args
         task_id = int(a["taskId"])
         committee = tuple(Web3.to_checksum_address(op) for op in a["committee"])
-        served = self._handles_kind(int(a["kind"])) and psi_servable(a["kind"], a["specHash"], a["specURI"])
+        served = (
+            self._handles_kind(int(a["kind"]))
+            and psi_servable(a["kind"], a["specHash"], a["specURI"])
+            and stats_servable(a["kind"], a["specHash"], a["specURI"])
+        )
+        if served and int(a["kind"]) == STATS_KIND:
+            self._stats_inline(
+                task_id, bytes(a["specHash"]), str(a["specURI"]), is_member=self._is_member(committee)
+            )
         if not served or not self._is_member(committee):
             log.debug("task %d (kind %d) is not for this node", task_id, a["kind"])
             return
@@ -371,6 +391,20 @@ class NodeDaemon:
                 event.tx_hash,
             )
         self.kick(task_id, 0.0)
+
+    def _stats_inline(self, task_id: int, spec_hash: bytes, uri: str, *, is_member: bool) -> None:
+        """A stats task opened with its spec inline (the DataOracle's): nobody uploads it, so a
+        member keeps it from the URI and a provider node starts sharing from here."""
+        spec = self.stats_committee.inline_spec_of(task_id, spec_hash, uri, is_member=is_member)
+        if spec is not None:
+            self._spawn(self._stats_provide(task_id, spec), f"stats-provide-{task_id}")
+
+    async def _stats_provide(self, task_id: int, spec: StatsTaskSpec) -> None:
+        view = await self.ctx.ops.task(task_id)
+        try:
+            await self.stats_provider.spec_received(spec, view)
+        except (P2PError, ContractRevert) as exc:
+            log.warning("task %d: stats provider refused the inline spec (%s)", task_id, exc)
 
     async def _on_committee(self, event: DecodedEvent) -> None:
         a = event.args

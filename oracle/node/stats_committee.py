@@ -1,0 +1,309 @@
+"""A committee member's side of a stats task (kind 3): the spec and plan it holds, the share
+blobs it receives from the providers (checked against the plan, then kept out of the public
+blob store), the link exchange with the other members and the engine run.
+
+Share blobs: a member's share of a provider part, together with another member's share,
+reconstructs the provider's columns (ABY3 replicated shares); so a received share blob is
+moved at once to ``<data_dir>/stats/<task>/`` (0600 in a 0700 folder) where only this node's
+own process reads it, and a `GET` of the blob by any task party finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from pathlib import Path
+
+from compute.errors import SpecError
+from compute.mpc import CommitteeLink, OutputShares, PartyReport, Plan, QueryResult, run_party
+
+from ..chain.tasks import TaskView
+from ..p2p import BlobStore, Caller, P2PClient, Peer, PeerError, StoredBlob
+from ..p2p.errors import BadRequest, Conflict, Forbidden, Unavailable
+from ..p2p.routes import HEADER_UPLOADER
+from .context import NodeContext
+from .stats_chain import read_stats_asset
+from .stats_spec import LINK_BLOB, SPEC_BLOB, LinkMessage, StatsTaskSpec, session_id_for, share_blob
+from .stats_worker import check_share_blob
+from .store import OPEN_STATES, BlobRecord
+
+__all__ = ["StatsCommittee"]
+
+log = logging.getLogger(__name__)
+
+LINK_POLL_S = 0.3
+PartyOutput = QueryResult | PartyReport | OutputShares
+
+
+class StatsCommittee:
+    """Specs, plans, shares and links of the stats tasks this node is a member of."""
+
+    def __init__(self, ctx: NodeContext, executor: Callable[[], Executor]) -> None:
+        self.ctx = ctx
+        self._executor = executor
+        self._blobs: BlobStore | None = None
+        self._client: P2PClient | None = None
+        self._specs: dict[int, StatsTaskSpec] = {}
+        self._plans: dict[int, Plan] = {}
+        self.root = ctx.config.data_dir / "stats"
+
+    def bind(self, blobs: BlobStore, client: P2PClient) -> None:
+        """Attach the node's blob store and p2p client."""
+        self._blobs, self._client = blobs, client
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def task_dir(self, task_id: int) -> Path:
+        """This node's private folder for a task (shares, results)."""
+        folder = self.root / str(task_id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder
+
+    # -- spec and plan -------------------------------------------------------------------------
+
+    def check_spec(self, data: bytes, view: TaskView) -> StatsTaskSpec:
+        """The spec, once it hashes to the on-chain specHash, parses, and fits the task."""
+        if hashlib.sha256(data).digest() != view.spec_hash:
+            raise BadRequest(
+                f"the spec does not hash to task {view.task_id}'s on-chain specHash", code="spec_mismatch"
+            )
+        try:
+            spec = StatsTaskSpec.parse(data)
+        except SpecError as exc:
+            raise BadRequest(str(exc), code="bad_spec") from None
+        if tuple(sorted(spec.dataset_ids)) != tuple(sorted(view.dataset_ids)):
+            raise BadRequest(
+                f"the spec names datasets {list(spec.dataset_ids)}, the task {list(view.dataset_ids)}",
+                code="bad_spec",
+            )
+        if spec.world != len(view.committee):
+            raise BadRequest(
+                f"{spec.protocol} needs a committee of {spec.world}, the task has {len(view.committee)}",
+                code="bad_spec",
+            )
+        return spec
+
+    def inline_spec_of(
+        self, task_id: int, spec_hash: bytes, uri: str, *, is_member: bool
+    ) -> StatsTaskSpec | None:
+        """The spec carried inline in the task's URI (None when the URI names a p2p spec, or
+        the inline one does not parse: the task then never gets inputs). A member records it
+        as the task's spec blob."""
+        from .oracle_path import inline_spec
+
+        try:
+            data = inline_spec(uri, spec_hash)
+            if data is None:
+                return None
+            spec = StatsTaskSpec.parse(data)
+        except SpecError as exc:
+            log.warning("task %d: inline stats spec refused: %s", task_id, exc)
+            return None
+        if is_member:
+            path = self.task_dir(task_id) / "spec.json"
+            path.write_bytes(data)
+            self.ctx.store.record_blob(
+                BlobRecord(task_id, SPEC_BLOB, str(path), hashlib.sha256(data).hexdigest(), len(data))
+            )
+            self._specs[task_id] = spec
+        return spec
+
+    def remember_spec(self, task_id: int, spec: StatsTaskSpec) -> None:
+        """Keep the accepted spec (its blob is recorded by the caller)."""
+        self._specs[task_id] = spec
+
+    async def spec_of(self, task_id: int) -> StatsTaskSpec | None:
+        """The task's accepted spec, if this node holds it."""
+        if task_id in self._specs:
+            return self._specs[task_id]
+        blob = self.ctx.store.blobs(task_id).get(SPEC_BLOB)
+        if blob is None:
+            return None
+        spec = StatsTaskSpec.parse(await asyncio.to_thread(Path(blob.path).read_bytes))
+        self._specs[task_id] = spec
+        return spec
+
+    async def plan_of(self, task_id: int, spec: StatsTaskSpec) -> Plan:
+        """The plan from the spec and the chain's committed row counts (cached)."""
+        if task_id not in self._plans:
+            assets = await asyncio.gather(*(read_stats_asset(self.ctx.ops, d) for d in spec.dataset_ids))
+            self._plans[task_id] = spec.plan({a.dataset_id: a.row_count for a in assets})
+        return self._plans[task_id]
+
+    # -- shares --------------------------------------------------------------------------------
+
+    async def share_received(self, blob: StoredBlob, caller: Caller, part: int, view: TaskView) -> None:
+        """Check a provider's share blob and move it out of the public store; raise to refuse."""
+        task_id = view.task_id
+        record = self.ctx.store.get(task_id)
+        if record is None:
+            raise Unavailable(f"task {task_id} is not confirmed on this node yet", code="not_confirmed")
+        if record.state not in OPEN_STATES:
+            raise Conflict(f"task {task_id} is {record.state} on this node", code="task_closed")
+        spec = await self.spec_of(task_id)
+        if spec is None:
+            raise Unavailable(f"this node holds no spec of task {task_id} yet", code="spec_first")
+        if not 0 <= part < len(spec.parts):
+            raise BadRequest(f"the spec has no part {part}", code="unknown_blob")
+        asset = await read_stats_asset(self.ctx.ops, spec.parts[part].dataset_id)
+        if (caller.operator or "").lower() != asset.owner.lower():
+            raise Forbidden(
+                f"only the owner of dataset {asset.dataset_id} provides part {part}", code="not_provider"
+            )
+        rank = record.slot_of(self.ctx.operator)
+        if rank is None:
+            raise Forbidden(f"this node is not in task {task_id}'s committee", code="not_member")
+        plan = await self.plan_of(task_id, spec)
+        data = await asyncio.to_thread(Path(blob.path).read_bytes)
+        loop = asyncio.get_running_loop()
+        problem = await loop.run_in_executor(
+            self._executor(), check_share_blob, plan, spec.protocol, part, rank, data
+        )
+        if problem is not None:
+            log.warning("task %d: share of part %d refused", task_id, part)
+            raise BadRequest(f"share of part {part} refused: {problem}", code="bad_share")
+        private = self.task_dir(task_id) / f"share-{part}.bin"
+        await asyncio.to_thread(_move_private, Path(blob.path), private)
+        self.ctx.store.record_blob(BlobRecord(task_id, blob.name, str(private), blob.sha256, blob.size_bytes))
+        log.info("task %d: share of part %d accepted (rank %d, %d bytes)", task_id, part, rank, len(data))
+        self.ctx.kick(task_id, 0.0)
+
+    def shares_complete(self, task_id: int, spec: StatsTaskSpec) -> bool:
+        """Every part's share blob is held."""
+        held = self.ctx.store.blobs(task_id)
+        return all(share_blob(p) in held for p in range(len(spec.parts)))
+
+    async def shares(self, task_id: int, spec: StatsTaskSpec) -> dict[int, bytes]:
+        """Every part's share blob."""
+        held = self.ctx.store.blobs(task_id)  # the store is used on the event loop's thread only
+        paths = {p: Path(held[share_blob(p)].path) for p in range(len(spec.parts))}
+        return {p: await asyncio.to_thread(path.read_bytes) for p, path in paths.items()}
+
+    # -- link ----------------------------------------------------------------------------------
+
+    def publish_link(self, task_id: int, rank: int) -> LinkMessage:
+        """This member's link address for the task, in its own blob store (write-once)."""
+        from .psi_spec import free_port
+
+        host = self.ctx.config.listen_host
+        message = LinkMessage(task_id=task_id, rank=rank, address=f"{host}:{free_port(host)}")
+        return LinkMessage.parse(self.publish(task_id, LINK_BLOB, message.model_dump_json().encode()))
+
+    def publish(self, task_id: int, name: str, payload: bytes) -> bytes:
+        """Put a message of this member in its own blob store (write-once: an earlier one wins)."""
+        assert self._blobs is not None
+        existing = self._blobs.get(task_id, name)
+        if existing is not None:
+            return Path(existing.path).read_bytes()
+        self._blobs.put_bytes(task_id, name, payload, self.ctx.signer)
+        return payload
+
+    async def gather(self, view: TaskView, name: str, own_rank: int, own: bytes, until: float) -> list[bytes]:
+        """Every member's blob `name` by rank (polled from their blob stores until `until`, a
+        loop time); each must have been written by that member's registered signing key."""
+        assert self._client is not None
+        found: dict[int, bytes] = {own_rank: own}
+        loop = asyncio.get_running_loop()
+        members = len(view.committee)
+        while len(found) < members:
+            for rank, operator in enumerate(view.committee):
+                if rank in found:
+                    continue
+                node = await self.ctx.ops.node(operator)
+                peer = Peer.of_node(node, self.ctx.chain_id)
+                try:
+                    answer = await self._client.get(peer, f"/v1/tasks/{view.task_id}/blobs/{name}")
+                except (PeerError, ConnectionError, TimeoutError):
+                    continue
+                if answer.headers.get(HEADER_UPLOADER, "").lower() != node.signer.lower():
+                    raise SpecError(f"the {name} of member {operator} is not written by its node key")
+                found[rank] = answer.body
+            if len(found) < members:
+                if loop.time() > until:
+                    missing = [view.committee[r] for r in range(members) if r not in found]
+                    raise TimeoutError(f"no {name} from member(s) {missing}")
+                await asyncio.sleep(LINK_POLL_S)
+        return [found[r] for r in range(members)]
+
+    async def gather_links(self, view: TaskView, mine: LinkMessage, until: float) -> tuple[str, ...]:
+        """Every member's link address by rank (see `gather`)."""
+        raw = await self.gather(view, LINK_BLOB, mine.rank, mine.model_dump_json().encode(), until)
+        addresses = []
+        for rank, data in enumerate(raw):
+            message = LinkMessage.parse(data)
+            if message.task_id != view.task_id or message.rank != rank:
+                raise SpecError(
+                    f"member {view.committee[rank]} published a link message for another task or slot"
+                )
+            addresses.append(message.address)
+        return tuple(addresses)
+
+    def link_for(
+        self, view: TaskView, spec: StatsTaskSpec, rank: int, addresses: tuple[str, ...], budget_s: float
+    ) -> CommitteeLink:
+        """This member's CommitteeLink: the derived session id and the spec's timeouts."""
+        deadline = min(float(spec.deadline_s), budget_s)
+        if deadline <= 1:
+            raise SpecError("the task's deadline leaves no time to run the query")
+        return CommitteeLink(
+            rank,
+            addresses,
+            session_id_for(view.task_id, view.spec_hash, addresses),
+            recv_timeout_ms=spec.recv_timeout_ms,
+            connect_timeout_ms=spec.connect_timeout_ms,
+            deadline_s=deadline,
+        )
+
+
+def _move_private(source: Path, dest: Path) -> None:
+    os.replace(source, dest)
+    os.chmod(dest, 0o600)
+
+
+def start_party(
+    plan: Plan,
+    spec: StatsTaskSpec,
+    link: CommitteeLink,
+    shares: dict[int, bytes],
+    task_id: int,
+    cache_dir: Path | None = None,
+) -> asyncio.Future[PartyOutput]:
+    """Run this member's side in the engine's worker process, supervised from a daemon thread
+    (a stopping node never waits for it; the worker exits with its parent)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[PartyOutput] = loop.create_future()
+
+    def settle(result: PartyOutput | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert result is not None
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = run_party(
+                plan,
+                protocol=spec.engine_protocol(),
+                link=link,
+                hosts=(None,) * len(plan.parts),
+                shares=shares,
+                cache_dir=cache_dir,
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            outcome: tuple[PartyOutput | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed: the node stopped
+            pass
+
+    threading.Thread(target=run, name=f"stats-party-{task_id}", daemon=True).start()
+    return future
