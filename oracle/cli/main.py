@@ -4,7 +4,7 @@ import logging
 
 import typer
 
-from . import data, devnet, node, stake, task
+from . import data, devnet, node, oracle, stake, task
 from .common import DatumGroup
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(stake.rewards_app, name="rewards")
 app.add_typer(data.app, name="data")
 app.add_typer(task.app, name="task")
 app.add_typer(node.app, name="node")
+app.add_typer(oracle.app, name="oracle")
 
 
 @app.callback()

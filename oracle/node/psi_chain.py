@@ -12,6 +12,7 @@ from ..chain.tasks import TaskView, task_history
 from .chainops import ChainOps
 from .psi_attest import AttestationFacts
 from .psi_spec import PSI_KIND, psi_servable
+from .stats_spec import STATS_KIND, stats_servable
 
 __all__ = [
     "AssetView",
@@ -105,11 +106,13 @@ async def attestation_facts(ops: ChainOps, chain_id: int, view: TaskView) -> Att
 
 
 async def servable_request(ops: ChainOps, view: TaskView) -> bool:
-    """`psi_servable` for a task known by id only (a refilled slot): its URI from TaskRequested."""
-    if view.kind != PSI_KIND:
+    """`psi_servable` and `stats_servable` for a task known by id only (a refilled slot): its
+    URI from TaskRequested."""
+    if view.kind not in (PSI_KIND, STATS_KIND):
         return True
     history = await asyncio.to_thread(task_history, ops.chain, ops.contracts, view.task_id)
     requested = next((e for e in history if e.name == "TaskRequested"), None)
     if requested is None:
         return False
-    return psi_servable(view.kind, bytes(requested.args["specHash"]), str(requested.args["specURI"]))
+    spec_hash, uri = bytes(requested.args["specHash"]), str(requested.args["specURI"])
+    return psi_servable(view.kind, spec_hash, uri) and stats_servable(view.kind, spec_hash, uri)
