@@ -1,4 +1,4 @@
-"""`make demo`: a local devnet with three real node processes, and two HE outsourcing tasks.
+"""`make demo`: a local devnet with three real node processes running every task type end to end.
 
 What runs: anvil with the contracts deployed, three staked operators and one
 `datum node run` process each (`datum devnet up --nodes 3`). A requester generates a
@@ -10,27 +10,34 @@ on chain with a quorum; the requester fetches the result, checks it against the 
 hash and decrypts. Then every node withdraws its reward.
 
 Task 1: Paillier `sum(income)` (exact). Task 2: CKKS `mean(score)` (approximate, with
-its stated error bound). Task 3, PSI, the car vendor and the bank, through the `datum`
-command as a user types it: the bank registers its list of middle-income clients on its
-own node (only a commitment goes on chain); the vendor learns which of its clients are on
-that list over an SPU link with the bank's node (RR22), and nobody learns anything else.
+its stated error bound). Then, through the `datum` command as a user types it:
+- PSI (demo_psi.py), the car vendor and the bank: which of the vendor's clients are on the
+  bank's middle-income list (RR22); labeled PSI, the bank's income class and credit band of
+  the vendor's matching clients only (DH-OPRF); `--reveal size`, only their number.
+- joint statistics (demo_stats.py): three banks register a table each on their own node
+  with a declared schema; per-region count, mean and std of income over their union, on
+  secret shares (ABY3), answered to the requester only.
+- the data oracle (demo_oracle.py): the example CreditScoreLender contract asks for the
+  mean income of a segment across two banks and sets a credit limit in its callback.
+
+Every answer is checked against plaintext (numpy, pandas, set operations): a mismatch stops
+the demo with exit code 1, so `make demo` is also a smoke test of the whole stack.
 """
 
 import argparse
 import asyncio
-import csv
-import json
-import os
-import random
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
+from demo_cli import check, console
+from demo_oracle import oracle_example
+from demo_psi import psi_examples
+from demo_stats import stats_example
+from numpy.typing import NDArray
 from rich.table import Table
 
 from oracle import devnet
@@ -42,12 +49,11 @@ from oracle.chain.rpc import Chain, connect
 from oracle.chain.txmanager import NonceTracker, TxManager
 from oracle.client import DatumClient, HEOutcome, PreparedHE, prepare_he
 
-console = Console()
 ROWS = 2_000
 FEE_WEI = 30 * TOKEN
 
 
-def write_table(path: Path, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def write_table(path: Path, rows: int, seed: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """The requester's private table: client id, yearly income, a credit score in [0, 1]."""
     rng = np.random.default_rng(seed)
     incomes = rng.integers(18_000, 240_000, rows)
@@ -78,14 +84,23 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave the devnet running")
     args = parser.parse_args()
+    if args.nodes < 3:
+        parser.error("--nodes: the stats step needs 3 nodes (three banks, an ABY3 committee)")
 
     home = Path(tempfile.mkdtemp(prefix="datum-demo-"))
     store = ArtifactStore()
     with console.status("starting the devnet (anvil, contracts, staked nodes, node processes)"):
         state = devnet.up(home, args.nodes, store=store)
+    started = time.monotonic()
     try:
         asyncio.run(run(state, store, home))
-        psi_example(home)
+        psi_examples(home)
+        banks = stats_example(home)
+        oracle_example(home, state, store, banks)
+        elapsed_s = time.monotonic() - started
+        console.print(
+            f"[bold green]every answer matched its plaintext reference[/] ({elapsed_s:.0f} s after devnet up)"
+        )
     finally:
         if args.keep:
             console.print(f"devnet left running: DATUM_HOME={home} datum devnet status")
@@ -146,7 +161,7 @@ async def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> No
             paillier = prepare_he(csv_bytes, "sum(income)", "paillier")
         with console.status("Paillier sum(income): on chain and on the committee"):
             first = await one_task(client, paillier)
-        assert first.result == int(incomes.sum())
+        check(first.result == int(incomes.sum()), f"Paillier sum {first.result}, numpy {int(incomes.sum())}")
         show_task(state, f"Paillier sum(income) over {ROWS} encrypted rows", first, int(incomes.sum()), True)
 
         with console.status("CKKS: encrypting the score column locally"):
@@ -154,7 +169,7 @@ async def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> No
         with console.status("CKKS mean(score): on chain and on the committee"):
             second = await one_task(client, ckks)
         expected = float(np.mean(scores))
-        assert abs(second.result - expected) <= second.bound
+        check(abs(second.result - expected) <= second.bound, f"CKKS mean {second.result}, numpy {expected}")
         show_task(state, f"CKKS mean(score) over {ROWS} encrypted rows", second, expected, False)
 
     rewards = Table(title="rewards (pulled by each node operator)")
@@ -169,92 +184,6 @@ async def run(state: devnet.DevnetState, store: ArtifactStore, home: Path) -> No
         signed = sum(node.operator in o.signers for o in (first, second))
         rewards.add_row(str(node.index), node.operator, f"{signed} of 2", f"{amount / TOKEN:.4f}")
     console.print(rewards)
-
-
-def datum(home: Path, *args: str) -> dict[str, object]:
-    """Run the `datum` command against the demo's devnet; its one JSON object."""
-    env = {**os.environ, "DATUM_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "oracle.cli", *args, "--json"], env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"datum {' '.join(args)} failed: {done.stderr.strip()}")
-    answer: dict[str, object] = json.loads(done.stdout)
-    return answer
-
-
-def psi_example(home: Path) -> None:
-    """The vendor and the bank: who among the vendor's clients can afford the new car."""
-    rng = random.Random(11)
-    population = [f"client-{i:05d}" for i in range(20_000)]
-    vendor = rng.sample(population, 3_000)
-    bank = rng.sample(population, 6_000)  # the bank's middle-income clients
-    with (home / "vendor.csv").open("w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["client_id", "model_interest"])
-        out.writerows([c, rng.choice(["suv", "sedan", "ev"])] for c in vendor)
-    with (home / "bank_middle_income.csv").open("w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["client_id", "income_class"])
-        out.writerows([c, "middle"] for c in bank)
-
-    with console.status("PSI: the bank registers its list on its own node"):
-        registered = datum(
-            home,
-            "data",
-            "register",
-            str(home / "bank_middle_income.csv"),
-            "--key",
-            "client_id",
-            "--node",
-            "2",
-            "--price",
-            "5dtm",
-            "--allow",
-            "psi",
-        )
-    with console.status("PSI: the vendor intersects its client list with the bank's (RR22)"):
-        answer = datum(
-            home,
-            "task",
-            "submit",
-            "psi",
-            "--mine",
-            str(home / "vendor.csv"),
-            "--key",
-            "client_id",
-            "--with",
-            str(registered["dataset_id"]),
-            "--protocol",
-            "rr22",
-            "--reveal",
-            "me",
-            "--out",
-            str(home / "can_afford.csv"),
-            "--wait",
-        )
-    with (home / "can_afford.csv").open(newline="") as f:
-        found = {row["client_id"] for row in csv.DictReader(f)}
-    expected = set(vendor) & set(bank)
-    assert found == expected, (len(found), len(expected))
-
-    table = Table(title="PSI: which of the vendor's clients can afford the new car")
-    table.add_column("")
-    table.add_column("value")
-    table.add_row(
-        "dataset (bank, on its node 2)",
-        f"{registered['dataset_id']}: {len(bank)} rows, only a commitment on chain",
-    )
-    table.add_row("vendor's clients", str(len(vendor)))
-    table.add_row(
-        "matches written for the vendor", f"{len(found)} (plaintext intersection {len(expected)}: equal)"
-    )
-    tx = answer["tx"]
-    assert isinstance(tx, dict)
-    table.add_row("request tx", str(tx["request"]))
-    table.add_row("finalize tx", str(tx["finalize"]))
-    table.add_row("result commitment on chain", str(answer["result_hash"]))
-    console.print(table)
 
 
 if __name__ == "__main__":
