@@ -55,6 +55,7 @@ class NodeConfig(BaseModel):
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 20.0
     rpc_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     peer_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    stats_prewarm: bool = True  # a stats committee member starts its engine process on the spec
     limits: NodeLimits = NodeLimits()
 
     @model_validator(mode="after")

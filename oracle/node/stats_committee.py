@@ -15,12 +15,13 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
 from compute.errors import SpecError
-from compute.mpc import CommitteeLink, OutputShares, PartyReport, Plan, QueryResult, run_party
+from compute.mpc import CommitteeLink, OutputShares, PartyReport, Plan, Prewarmed, QueryResult, run_party
 
 from ..chain.tasks import TaskView
 from ..p2p import BlobStore, Caller, P2PClient, Peer, PeerError, StoredBlob
@@ -36,7 +37,10 @@ __all__ = ["StatsCommittee"]
 
 log = logging.getLogger(__name__)
 
-LINK_POLL_S = 0.3
+LINK_POLL_S = 0.1  # members start their links within about this of each other (brpc: see publish_link)
+ENGINE_READY_WAIT_S = 60.0
+MAX_PREWARMED = 2  # engine processes waiting for a run at once (each holds SPU and JAX in memory)
+PREWARM_MAX_AGE_S = 900.0  # one not used by then is ended
 PartyOutput = QueryResult | PartyReport | OutputShares
 
 
@@ -50,12 +54,20 @@ class StatsCommittee:
         self._client: P2PClient | None = None
         self._specs: dict[int, StatsTaskSpec] = {}
         self._plans: dict[int, Plan] = {}
+        self._prewarmed: dict[int, tuple[Prewarmed, float]] = {}
         self.root = ctx.config.data_dir / "stats"
 
     def bind(self, blobs: BlobStore, client: P2PClient) -> None:
         """Attach the node's blob store and p2p client."""
         self._blobs, self._client = blobs, client
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.compile_cache.mkdir(exist_ok=True, mode=0o700)
+
+    @property
+    def compile_cache(self) -> Path:
+        """The engine's compile cache (one executable per plan): a repeated query shape is not
+        compiled again."""
+        return self.root / "compiled"
 
     def task_dir(self, task_id: int) -> Path:
         """This node's private folder for a task (shares, results)."""
@@ -110,11 +122,59 @@ class StatsCommittee:
                 BlobRecord(task_id, SPEC_BLOB, str(path), hashlib.sha256(data).hexdigest(), len(data))
             )
             self._specs[task_id] = spec
+            self.prewarm(task_id)
         return spec
 
     def remember_spec(self, task_id: int, spec: StatsTaskSpec) -> None:
-        """Keep the accepted spec (its blob is recorded by the caller)."""
+        """Keep the accepted spec (its blob is recorded by the caller); a member starts its
+        engine process now."""
         self._specs[task_id] = spec
+        self.prewarm(task_id)
+
+    # -- the engine process, started ahead of the run ------------------------------------------
+
+    def prewarm(self, task_id: int) -> None:
+        """Start this member's engine process for the task now (`Prewarmed`: spawned, SPU and
+        JAX imported) so the imports overlap with the providers' sharing and pushes instead
+        of delaying the link. Only on a member, one per task, at most `MAX_PREWARMED` at once
+        (otherwise the run spawns its process as before). A process its task never used (the
+        task closed, or it waited longer than `PREWARM_MAX_AGE_S`) is ended when the next
+        task's spec arrives, or when the node stops. Off with the node setting
+        `stats_prewarm = false`."""
+        if not self.ctx.config.stats_prewarm:
+            return
+        record = self.ctx.store.get(task_id)
+        if record is None or record.slot_of(self.ctx.operator) is None or task_id in self._prewarmed:
+            return
+        self._reap()
+        if len(self._prewarmed) >= MAX_PREWARMED:
+            return
+        try:
+            self._prewarmed[task_id] = (Prewarmed(), time.monotonic())
+        except OSError as exc:
+            log.warning("task %d: could not start an engine process ahead (%s)", task_id, exc)
+            return
+        log.info("task %d: engine process started ahead of the run", task_id)
+
+    def take_prewarmed(self, task_id: int) -> Prewarmed | None:
+        """The task's engine process started ahead, if it is still usable (it serves one run)."""
+        entry = self._prewarmed.pop(task_id, None)
+        if entry is None:
+            return None
+        handle = entry[0]
+        if handle.used or not handle.process.is_alive():
+            handle.close()
+            return None
+        return handle
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for task_id, (handle, born) in list(self._prewarmed.items()):
+            record = self.ctx.store.get(task_id)
+            open_task = record is not None and record.state in OPEN_STATES
+            if not open_task or now - born > PREWARM_MAX_AGE_S or not handle.process.is_alive():
+                handle.close()
+                del self._prewarmed[task_id]
 
     async def spec_of(self, task_id: int) -> StatsTaskSpec | None:
         """The task's accepted spec, if this node holds it."""
@@ -186,8 +246,22 @@ class StatsCommittee:
     # -- link ----------------------------------------------------------------------------------
 
     def publish_link(self, task_id: int, rank: int) -> LinkMessage:
-        """This member's link address for the task, in its own blob store (write-once)."""
+        """This member's link address for the task, in its own blob store (write-once).
+
+        Blocking (call it in a thread): with an engine process started ahead, it first waits
+        (at most `ENGINE_READY_WAIT_S`) until that process has imported SPU and JAX, so that
+        the members, which start their engines once every address is out, start them within
+        about one `LINK_POLL_S` of each other: brpc links members that dial within ~0.1 s of
+        each other in under a second, and pays a ~3 s reconnect delay otherwise (docs/MPC.md).
+        """
         from .psi_spec import free_port
+
+        entry = self._prewarmed.get(task_id)
+        if entry is not None:
+            try:
+                entry[0].ready(ENGINE_READY_WAIT_S)
+            except (OSError, EOFError, ValueError):  # closed meanwhile: the run spawns its own
+                pass
 
         host = self.ctx.config.listen_host
         message = LinkMessage(task_id=task_id, rank=rank, address=f"{host}:{free_port(host)}")
@@ -271,9 +345,11 @@ def start_party(
     shares: dict[int, bytes],
     task_id: int,
     cache_dir: Path | None = None,
+    prewarmed: Prewarmed | None = None,
 ) -> asyncio.Future[PartyOutput]:
-    """Run this member's side in the engine's worker process, supervised from a daemon thread
-    (a stopping node never waits for it; the worker exits with its parent)."""
+    """Run this member's side in the engine's worker process (`prewarmed`, when started
+    ahead, else a new one), supervised from a daemon thread (a stopping node never waits for
+    it; the worker exits with its parent)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[PartyOutput] = loop.create_future()
 
@@ -286,6 +362,9 @@ def start_party(
             assert result is not None
             future.set_result(result)
 
+    def stage(name: str) -> None:  # the engine's progress: stage names only, no data
+        log.info("task %d: mpc stage %s (rank %d)", task_id, name, link.rank)
+
     def run() -> None:
         try:
             result = run_party(
@@ -294,7 +373,9 @@ def start_party(
                 link=link,
                 hosts=(None,) * len(plan.parts),
                 shares=shares,
+                progress=stage,
                 cache_dir=cache_dir,
+                prewarmed=prewarmed,
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop
             outcome: tuple[PartyOutput | None, BaseException | None] = (None, exc)

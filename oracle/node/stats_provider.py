@@ -15,13 +15,13 @@ of that slot once the member accepted the task. A refusal is recorded with a cod
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 from compute.errors import SpecError
 
@@ -32,9 +32,8 @@ from .context import NodeContext
 from .psi_chain import requester_allowed
 from .psi_datasets import DatasetMismatch, DatasetMissing, load_dataset
 from .stats_chain import StatsAsset, read_stats_asset, stats_consent_problem
-from .stats_datasets import load_columns
 from .stats_spec import StatsTaskSpec, share_blob
-from .stats_worker import share_columns
+from .stats_worker import read_and_share
 
 __all__ = ["ProviderOutcome", "StatsProvider"]
 
@@ -152,27 +151,38 @@ class StatsProvider:
             table = query.schema(spec.parts[part].table)
             try:
                 local = load_dataset(self.ctx.config.data_dir, asset.dataset_id)
-                columns: dict[str, Any] = await asyncio.to_thread(
-                    load_columns,
+            except DatasetMismatch as exc:
+                raise _Refusal(str(exc), exc.code) from None
+            except DatasetMissing as exc:
+                raise _Refusal(str(exc), "dataset_missing") from None
+            loop = asyncio.get_running_loop()
+            shared = await loop.run_in_executor(
+                self._executor(),
+                functools.partial(
+                    read_and_share,
                     local,
                     chain_id=self.ctx.chain_id,
                     metadata_hash=asset.metadata_hash,
                     row_count=asset.row_count,
                     table=table,
-                )
-            except DatasetMismatch as exc:
-                raise _Refusal(str(exc), exc.code) from None
-            except DatasetMissing as exc:
-                raise _Refusal(str(exc), "dataset_missing") from None
-            except SpecError as exc:
-                raise _Refusal(str(exc), "rows_nonconforming") from None
-            loop = asyncio.get_running_loop()
-            try:
-                blobs[part] = await loop.run_in_executor(
-                    self._executor(), share_columns, plan, spec.protocol, part, columns
-                )
-            except SpecError as exc:
-                raise _Refusal(f"dataset {asset.dataset_id}: {exc}", "rows_nonconforming") from None
+                    plan=plan,
+                    protocol=spec.protocol,
+                    part=part,
+                ),
+            )
+            if shared.code:
+                raise _Refusal(shared.reason, shared.code)
+            blobs[part] = list(shared.blobs)
+            log.info(
+                "task %d: part %d (%d rows) read and checked in %.2f s, shared in %.2f s "
+                "(%d bytes per member)",
+                task_id,
+                part,
+                asset.row_count,
+                shared.read_s,
+                shared.share_s,
+                len(shared.blobs[0]),
+            )
         return blobs
 
     async def _push_all(self, view: TaskView, blobs: dict[int, list[bytes]]) -> None:

@@ -111,7 +111,13 @@ class StatsTaskSteps(TaskSteps):
                 link.session_id,
             )
             outcome = await start_party(
-                plan, spec, link, shares, task_id, cache_dir=self.committee.root / "compiled"
+                plan,
+                spec,
+                link,
+                shares,
+                task_id,
+                cache_dir=self.committee.compile_cache,
+                prewarmed=self.committee.take_prewarmed(task_id),
             )
             if isinstance(outcome, OutputShares):
                 statement = await self._statement(
