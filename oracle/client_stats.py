@@ -31,7 +31,7 @@ from eth_hash.auto import keccak
 from web3.exceptions import ContractLogicError
 
 from compute.errors import ConfigError, ProtocolAbort, SpecError
-from compute.mpc import Accuracy, Plan, Reveal, TableSchema, parse_sql, reconstruct_result
+from compute.mpc import Accuracy, Partition, Plan, Reveal, TableSchema, parse_sql, reconstruct_result
 
 from .chain import staking, tasks
 from .chain.contracts import DatumContracts
@@ -152,7 +152,9 @@ async def prepare_stats(
 ) -> PreparedStats:
     """Parse and plan the query against the declared `tables` and the chain's datasets.
 
-    `table_of` maps a dataset to its table (default: the only table). `min_group_size`
+    `table_of` maps a dataset to its table (default: the only table, or with one table per
+    dataset, the tables in dataset order). A vertical query (`FROM a JOIN b`) needs equal
+    committed row counts per table (refused otherwise). `min_group_size`
     defaults to the largest on-chain minimum of the datasets and may not be below it.
     `SpecError` for everything refused.
     """
@@ -161,9 +163,15 @@ async def prepare_stats(
     if not tables:
         raise SpecError("declare the datasets' table schema (--schema)")
     if table_of is None:
-        if len(tables) != 1:
-            raise SpecError("several tables declared: say which dataset belongs to which (ID:TABLE)")
-        table_of = {d: tables[0].name for d in dataset_ids}
+        if len(tables) == 1:
+            table_of = {d: tables[0].name for d in dataset_ids}
+        elif len(tables) == len(dataset_ids):  # one table per dataset, in order (vertical)
+            table_of = {d: t.name for d, t in zip(dataset_ids, tables, strict=True)}
+        else:
+            raise SpecError(
+                f"{len(tables)} tables declared for {len(dataset_ids)} datasets: say which dataset "
+                "belongs to which (ID:TABLE)"
+            )
     facts = tuple(
         await asyncio.gather(*(asyncio.to_thread(_dataset_facts, chain, contracts, d) for d in dataset_ids))
     )
@@ -198,8 +206,31 @@ async def prepare_stats(
         raise SpecError(f"dataset {exc.args[0]} has no table (ID:TABLE)") from None
     except ValueError as exc:
         raise SpecError(f"the stats spec is invalid: {exc}") from None
+    if query.partition is Partition.VERTICAL:
+        _check_aligned(spec, facts)
     plan = spec.plan({f.dataset_id: f.rows for f in facts})
     return PreparedStats(spec, plan, facts)
+
+
+def _check_aligned(spec: StatsTaskSpec, facts: Sequence[DatasetFacts]) -> None:
+    """A vertical query joins row-aligned tables: every table's committed rows (summed over
+    its parts) must be equal; `SpecError` naming the datasets and their counts otherwise."""
+    rows = {f.dataset_id: f.rows for f in facts}
+    per_table: dict[str, list[int]] = {}
+    for part in spec.parts:
+        per_table.setdefault(part.table, []).append(part.dataset_id)
+    totals = {table: sum(rows[d] for d in ids) for table, ids in per_table.items()}
+    if len(set(totals.values())) > 1:
+        detail = "; ".join(
+            f"table {table} (dataset{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}): "
+            f"{totals[table]} rows"
+            for table, ids in per_table.items()
+        )
+        raise SpecError(
+            "a vertical query (FROM a JOIN b) needs row-aligned tables with equal committed row "
+            f"counts, got {detail}; align them first (a PSI task with --reveal both, then "
+            "`datum data align` on each side) and register the aligned files"
+        )
 
 
 class StatsRequester:

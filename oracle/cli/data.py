@@ -15,6 +15,7 @@ import typer
 from eth_hash.auto import keccak
 
 from compute.errors import ConfigError
+from compute.psi.spec import CaseRule
 
 from ..chain.datasets import (
     UNLIMITED_USES,
@@ -29,6 +30,7 @@ from ..chain.tasks import TASK_KINDS
 from ..node.processes import NodeLaunch
 from ..node.psi_datasets import store_dataset
 from ..node.stats_datasets import StatsMetadata, describe_stats_csv, read_schema_file
+from ..stats_align import align_csv
 from .common import JSON_OPTION, Session, emit, home_path, kv_table, parse_wei, session
 
 app = typer.Typer(
@@ -201,3 +203,43 @@ def show(dataset_id: int = typer.Argument(..., min=1), as_json: bool = JSON_OPTI
     s = session()
     payload = get_asset(s.chain, s.contracts, dataset_id)
     emit(as_json, payload, lambda console: console.print(kv_table(f"dataset {dataset_id}", _flat(payload))))
+
+
+ALIGN_OUT_OPTION = typer.Option(..., "--out", dir_okay=False, help="Where to write the aligned CSV (0600).")
+
+
+@app.command()
+def align(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="Your matched rows of a --reveal both PSI (CSV)."
+        ),
+    ],
+    key: str = typer.Option(..., "--key", help="The key column the PSI matched on."),
+    out: Path = ALIGN_OUT_OPTION,
+    case: str = typer.Option("exact", "--case", help="The PSI's key case rule: exact or casefold."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Sort your rows of a PSI intersection by the normalized key, so that row i is the same
+    entity as the other side's row i (a vertical stats query's alignment); then register the
+    result with --schema (without the key column) and --allow stats."""
+    if case not in ("exact", "casefold"):
+        raise ConfigError(f"--case is exact or casefold, not {case!r}")
+    if out.resolve() == file.resolve():
+        raise ConfigError("--out must be another file than the input")
+    data, rows = align_csv(file.read_bytes(), key, CaseRule(case))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.part")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temp, out)
+    payload = {
+        "file": str(out),
+        "rows": rows,
+        "key": key,
+        "case": case,
+        "order": "normalized key, UTF-8 bytes",
+    }
+    emit(as_json, payload, lambda console: console.print(kv_table("aligned", list(payload.items()))))

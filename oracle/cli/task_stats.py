@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,10 @@ WITH_OPTION = typer.Option(
 SCHEMA_OPTION = typer.Option(
     ...,
     "--schema",
-    exists=True,
-    dir_okay=False,
-    help="The datasets' declared table schema(s), JSON (one table, or a list of tables); "
-    "each provider's node checks it against the schema its dataset committed to.",
+    help="The datasets' declared table schema(s), JSON (one table, or a list of tables); several "
+    "files comma separated or --schema repeated (a vertical query: one per table, paired with "
+    "--with in order unless --with names the tables). Each provider's node checks its table "
+    "against the schema its dataset committed to.",
 )
 PUBLIC_OUTPUT_OPTION = typer.Option(
     None,
@@ -43,14 +44,26 @@ PUBLIC_OUTPUT_OPTION = typer.Option(
 )
 
 
-def _tables(path: Path) -> list[TableSchema]:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return [read_schema_file(path)]  # its error message names the problem
-    if isinstance(raw, list):
-        return [TableSchema.from_json(t) for t in raw]
-    return [read_schema_file(path)]
+def _tables(values: Path | Sequence[str | Path]) -> list[TableSchema]:
+    """The declared tables of every --schema file (comma separated or repeated), in order."""
+    if isinstance(values, Path):
+        values = [values]
+    tables: list[TableSchema] = []
+    for item in (t.strip() for v in values for t in str(v).split(",")):
+        if not item:
+            continue
+        path = Path(item)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raw = None  # read_schema_file's error message names the problem
+        if isinstance(raw, list):
+            tables += [TableSchema.from_json(t) for t in raw]
+        else:
+            tables.append(read_schema_file(path))
+    if not tables:
+        raise ConfigError("--schema names no file")
+    return tables
 
 
 def _parts(text: str) -> tuple[list[int], dict[int, str] | None]:
@@ -92,7 +105,7 @@ def register(submit_app: typer.Typer) -> None:
     @submit_app.command("stats")
     def submit_stats(
         with_datasets: str = WITH_OPTION,
-        schema: Path = SCHEMA_OPTION,
+        schema: list[str] = SCHEMA_OPTION,
         query: str = typer.Option(
             ..., "--query", help='The SQL query, e.g. "SELECT mean(income) FROM people".'
         ),
