@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ _CHUNK_BYTES = 4 << 20
 _TRACE_LINE = re.compile(r"Trace has been written to (\S+/psi_[\w-]+\.trace)")
 _ADDRESS = re.compile(r"^[\w.-]+:\d{1,5}$")
 _EXIT_GRACE_S = 10.0
+_STOP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,43 +130,100 @@ def run_in_worker(
     else is exchanged. Raises ProtocolAbort when the peer vanishes, the worker dies or the
     deadline passes.
     """
-    if not work_dir.is_dir():
-        raise SpecError("work_dir must be an existing directory")
-    run_dir = work_dir / f"psi-{link.session_id}-r{link.rank}"
-    try:
-        run_dir.mkdir(mode=0o700)
-    except FileExistsError:
-        raise SpecError(f"{run_dir.name} already exists in work_dir: another run uses this session") from None
-    log_path = run_dir / "engine.log"
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_worker_main,
-        args=(sender, target, args, link, str(run_dir), str(log_path), handshake),
-        name=f"datum-psi-{link.session_id}-{link.rank}",
-        daemon=True,
-    )
-    deadline = time.monotonic() + link.deadline_s
-    try:
-        proc.start()
-        sender.close()
-        log.info("psi worker started: session=%s rank=%d pid=%s", link.session_id, link.rank, proc.pid)
-        outcome = _await_outcome(receiver, proc, deadline)
-        proc.join(_EXIT_GRACE_S)
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        receiver.close()
-        reason = _cleanup_logs(log_path)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    if outcome is None:
-        raise ProtocolAbort(f"party {link.rank}: engine process ended without a result ({reason})")
-    status, value = outcome
-    if status == "ok":
-        return value  # type: ignore[no-any-return]
-    assert isinstance(value, DatumError)
-    raise value
+    with EngineWorker(link, work_dir, handshake) as worker:
+        return worker.run(target, args)
+
+
+class EngineWorker:
+    """A worker started before its job is known, as `run_in_worker` in two steps.
+
+    Creating it spawns the worker, which imports the engine, opens the link and checks the
+    handshake while the caller is still preparing its input (key normalization, hashing);
+    `run(target, args)` then hands the job over and waits for the result (the deadline
+    counts from creation). Leaving the `with` block without a job ends the worker before any
+    key material is sent (the peer gets ProtocolAbort: the link drops, or never comes up and
+    its connect timeout ends the wait) and removes the run directory.
+    """
+
+    def __init__(self, link: LinkConfig, work_dir: Path, handshake: bytes) -> None:
+        if not work_dir.is_dir():
+            raise SpecError("work_dir must be an existing directory")
+        self._link = link
+        self._run_dir = work_dir / f"psi-{link.session_id}-r{link.rank}"
+        try:
+            self._run_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise SpecError(
+                f"{self._run_dir.name} already exists in work_dir: another run uses this session"
+            ) from None
+        self._log_path = self._run_dir / "engine.log"
+        self._deadline = time.monotonic() + link.deadline_s
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(
+            target=_worker_main,
+            args=(child, link, str(self._run_dir), str(self._log_path), handshake),
+            name=f"datum-psi-{link.session_id}-{link.rank}",
+            daemon=True,
+        )
+        try:
+            self._proc.start()
+        except BaseException:
+            self._conn.close()
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            raise
+        finally:
+            child.close()
+        self._done = False
+        log.info("psi worker started: session=%s rank=%d pid=%s", link.session_id, link.rank, self._proc.pid)
+
+    def __enter__(self) -> EngineWorker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(self, target: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Hand `target(session, *args)` to the worker and return its result (once per worker)."""
+        if self._done:
+            raise ComputeError("an engine worker runs one job")
+        self._done = True
+        try:
+            try:
+                self._conn.send((target, args))
+            except OSError:
+                pass  # the worker is gone: its error (if it sent one) is still in the pipe
+            outcome = _await_outcome(self._conn, self._proc, self._deadline)
+            self._proc.join(_EXIT_GRACE_S)
+        finally:
+            reason = self.close()
+        if outcome is None:
+            raise ProtocolAbort(f"party {self._link.rank}: engine process ended without a result ({reason})")
+        status, value = outcome
+        if status == "ok":
+            return value  # type: ignore[no-any-return]
+        assert isinstance(value, DatumError)
+        raise value
+
+    def close(self) -> str:
+        """End the worker if it still runs, remove the run directory; return the log's failure line.
+
+        A worker that never got a job sees its pipe close and stops its link itself (so the
+        peer's engine fails at once instead of at its receive timeout); it is killed if it
+        has not exited after a short grace period, or right away after a job.
+        """
+        self._conn.close()
+        if self._proc.is_alive():
+            if not self._done:
+                self._proc.join(_STOP_GRACE_S)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join()
+        if not self._run_dir.exists():
+            return "closed"
+        reason = _cleanup_logs(self._log_path)
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+        return reason
 
 
 def _await_outcome(
@@ -215,8 +274,6 @@ def _open_link(link: LinkConfig) -> Any:
 
 def _worker_main(
     conn: multiprocessing.connection.Connection,
-    target: Callable[..., Any],
-    args: tuple[Any, ...],
     link: LinkConfig,
     work_dir: str,
     log_path: str,
@@ -238,6 +295,10 @@ def _worker_main(
         channel.send(handshake)
         if channel.recv(len(handshake)) != handshake:
             raise ProtocolAbort("the peer runs a different spec or session")
+        try:
+            target, args = conn.recv()  # the caller's input is ready
+        except EOFError:
+            return  # the caller gave up before handing over a job
         result = target(LinkSession(lctx, channel, link.rank, Path(work_dir)), *args)
         conn.send(("ok", result))
     except DatumError as exc:
@@ -251,3 +312,8 @@ def _worker_main(
                 lctx.stop_link()
             except RuntimeError:
                 pass
+        # The result is out and the link stopped: skip the interpreter teardown (JAX, brpc and
+        # libpsi modules take 0.5-2 s to unload) that the caller would otherwise wait for.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

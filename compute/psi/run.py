@@ -25,10 +25,10 @@ from compute.psi.labeled_dh import (
     run_dh_provider,
     run_dh_requester,
 )
-from compute.psi.link import LinkConfig, LinkSession, run_in_worker
+from compute.psi.link import EngineWorker, LinkConfig, LinkSession, run_in_worker
 from compute.psi.result import LabeledMatch, LabeledResult, ProviderReport, PsiResult
 from compute.psi.spec import DuplicateRule, LabeledAlgorithm, LabeledSpec, Protocol, PsiSpec, Reveal, Role
-from compute.psi.spu_psi import run_spu_psi
+from compute.psi.spu_psi import run_spu_psi_on
 
 _MAX_HE_BATCHES = 1 << 12
 
@@ -43,21 +43,25 @@ class PartyData:
 
 def run_psi(spec: PsiSpec, *, data: PartyData, link: LinkConfig, work_dir: Path) -> PsiResult:
     """Run this party's side of a PSI task; see PsiResult for what each side gets."""
-    keyed = index_keys(data.table, data.key_columns, spec.key_rules)
+    if not data.key_columns:
+        raise SpecError("name at least one key column")
+    for column in data.key_columns:
+        data.table.column_index(column)  # a missing column fails before any process starts
     handshake = spec.digest() + struct.pack(">H", len(data.key_columns))
     rank, is_receiver = link.rank, link.rank in spec.receivers
-    peer_size: int | None = None
-    if spec.reveal is Reveal.SIZE:
-        size, peer_size = run_in_worker(
-            _cardinality_target, (spec.receivers, keyed.digests), link, work_dir, handshake
-        )
-        return PsiResult(spec.protocol, spec.reveal, rank, is_receiver, size, (), (), len(keyed), peer_size)
-    if spec.protocol is Protocol.HE:
-        assert spec.he is not None
-        matched = run_in_worker(_he_psi_target, (spec, keyed.digests), link, work_dir, handshake)
-    else:
-        outcome = run_spu_psi(spec.protocol, spec.receivers, keyed.digests, link, work_dir, handshake)
-        matched = outcome.matched
+    # the engine process starts (imports, link, handshake) while this process prepares the keys
+    with EngineWorker(link, work_dir, handshake) as worker:
+        keyed = index_keys(data.table, data.key_columns, spec.key_rules)
+        if spec.reveal is Reveal.SIZE:
+            size, peer_size = worker.run(_cardinality_target, (spec.receivers, keyed.digests))
+            return PsiResult(
+                spec.protocol, spec.reveal, rank, is_receiver, size, (), (), len(keyed), peer_size
+            )
+        if spec.protocol is Protocol.HE:
+            assert spec.he is not None
+            matched = worker.run(_he_psi_target, (spec, keyed.digests))
+        else:
+            matched = run_spu_psi_on(worker, spec.protocol, spec.receivers, keyed.digests).matched
     if matched is None:
         return PsiResult(spec.protocol, spec.reveal, rank, False, None, (), (), len(keyed), None)
     positions = _positions(keyed, matched)
@@ -71,16 +75,17 @@ def run_psi(spec: PsiSpec, *, data: PartyData, link: LinkConfig, work_dir: Path)
         rows,
         tuple(data.table.rows[i] for i in rows),
         len(keyed),
-        peer_size,
+        None,
     )
 
 
 def _positions(keyed: KeyedRows, matched: tuple[bytes, ...]) -> list[int]:
-    index = {d: i for i, d in enumerate(keyed.digests)}
-    try:
-        return sorted(index[d] for d in set(matched))
-    except KeyError:
-        raise ProtocolAbort("the protocol returned a key this party does not hold") from None
+    """Positions (ascending) of the matched digests among this party's keys."""
+    wanted = set(matched)
+    positions = [i for i, d in enumerate(keyed.digests) if d in wanted]
+    if len(positions) != len(wanted):
+        raise ProtocolAbort("the protocol returned a key this party does not hold")
+    return positions
 
 
 def _cardinality_target(
