@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from compute.errors import ComputeError, DatumError, ProtocolAbort, SpecError
@@ -152,6 +153,7 @@ class Prewarmed:
         job_reader.close()
         results_writer.close()
         self.used = False
+        self._send_lock = threading.Lock()
 
     def ready(self, timeout_s: float) -> bool:
         """Wait until the imports are done (True), or `timeout_s` passed / the process died."""
@@ -162,13 +164,28 @@ class Prewarmed:
         except EOFError:
             return False
 
+    def precompile(self, plan: Any, protocol: Any, cache_dir: Path) -> bool:
+        """Have the waiting process compile `plan` into `cache_dir` now, so the run's compile
+        step is a cache hit and the compile overlaps with whatever the caller waits for (the
+        providers' shares). Best effort: a failed compile only leaves the cache cold (the run
+        compiles as usual). False when the run was already handed over or the process died."""
+        with self._send_lock:
+            if self.used or not self.process.is_alive():
+                return False
+            try:
+                self._job_sender.send(("precompile", plan, protocol, str(cache_dir)))
+            except OSError:
+                return False
+            return True
+
     def submit(self, job: tuple[Any, ...]) -> None:
         """Hand the process its one job (called by run_in_worker)."""
-        if self.used or not self.process.is_alive():
-            raise ComputeError("a prewarmed engine process serves one run and must be alive")
-        self.used = True
-        self._job_sender.send(job)
-        self._job_sender.close()
+        with self._send_lock:
+            if self.used or not self.process.is_alive():
+                raise ComputeError("a prewarmed engine process serves one run and must be alive")
+            self.used = True
+            self._job_sender.send(job)
+            self._job_sender.close()
 
     def close(self) -> None:
         """End the process if it is still running."""
@@ -286,11 +303,26 @@ def _prewarmed_main(
     import compute.mpc.party  # noqa: F401
 
     conn.send(("ready", None))
-    try:
-        job = jobs.recv()
-    except EOFError:
-        return
+    while True:
+        try:
+            job = jobs.recv()
+        except EOFError:
+            return
+        if job[0] != "precompile":
+            break
+        _precompile(*job[1:])
     _worker_main(conn, *job)
+
+
+def _precompile(plan: Any, protocol: Any, cache_dir: str) -> None:
+    """Fill the compile cache for the coming run (Prewarmed.precompile); errors are left to
+    the run, which compiles again and reports them."""
+    from compute.mpc.cache import load_or_compile
+
+    try:
+        load_or_compile(plan, protocol, Path(cache_dir))
+    except Exception:  # noqa: BLE001 - best effort: the run itself compiles and reports
+        return
 
 
 def _worker_main(

@@ -55,6 +55,7 @@ class StatsCommittee:
         self._specs: dict[int, StatsTaskSpec] = {}
         self._plans: dict[int, Plan] = {}
         self._prewarmed: dict[int, tuple[Prewarmed, float]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.root = ctx.config.data_dir / "stats"
 
     def bind(self, blobs: BlobStore, client: P2PClient) -> None:
@@ -155,6 +156,27 @@ class StatsCommittee:
             log.warning("task %d: could not start an engine process ahead (%s)", task_id, exc)
             return
         log.info("task %d: engine process started ahead of the run", task_id)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        job = loop.create_task(self._precompile(task_id))
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _precompile(self, task_id: int) -> None:
+        """Have the task's engine process compile the plan into the compile cache while the
+        providers' shares are still on their way (the run then takes it from the cache)."""
+        entry, spec = self._prewarmed.get(task_id), self._specs.get(task_id)
+        if entry is None or spec is None:
+            return
+        try:
+            plan = await self.plan_of(task_id, spec)
+        except Exception as exc:  # noqa: BLE001 - the run reports a bad plan with its reason
+            log.debug("task %d: no plan to compile ahead (%s)", task_id, exc)
+            return
+        if entry[0].precompile(plan, spec.engine_protocol(), self.compile_cache):
+            log.info("task %d: compiling the plan ahead of the run", task_id)
 
     def take_prewarmed(self, task_id: int) -> Prewarmed | None:
         """The task's engine process started ahead, if it is still usable (it serves one run)."""

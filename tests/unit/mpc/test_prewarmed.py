@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from compute.errors import ComputeError, SpecError
-from compute.mpc import Accuracy, Prewarmed, Protocol, QueryResult, Reveal, parse_sql, run_parties
+from compute.mpc import Accuracy, Prewarmed, Protocol, QueryResult, Reveal, parse_sql, plan_query, run_parties
+from compute.mpc.simulate import parts_of
 
 from .helpers import PEOPLE, assert_within, frame, people
 
@@ -51,3 +54,39 @@ def test_an_unused_prewarmed_process_is_closed() -> None:
     handle = Prewarmed()
     handle.close()
     assert handle.process.exitcode is not None
+
+
+def test_a_prewarmed_process_compiles_ahead_into_the_cache(tmp_path: Path) -> None:
+    parts = [people(70, 93), people(50, 94)]
+    query = parse_sql(
+        "SELECT count(*), mean(income) FROM people",
+        [PEOPLE],
+        min_group_size=5,
+        reveal=Reveal.to(0),
+        accuracy=Accuracy(1e-4),
+    )
+    plan = plan_query(query, parts_of(query, {"people": parts})[0])
+    handles = [Prewarmed(), Prewarmed()]
+    try:
+        assert all(h.ready(120) for h in handles)
+        assert not list(tmp_path.iterdir())
+        assert all(h.precompile(plan, Protocol.CHEETAH, tmp_path) for h in handles)
+        stages: list[tuple[int, str]] = []
+        run = run_parties(
+            query,
+            {"people": parts},
+            protocol=Protocol.CHEETAH,
+            recv_timeout_ms=30_000,
+            deadline_s=180,
+            cache_dir=tmp_path,
+            prewarmed=handles,
+            progress=lambda rank, stage: stages.append((rank, stage)),
+        )
+        # both parties found the executable compiled ahead: a cache hit, not a compile
+        assert {rank for rank, stage in stages if stage == "cache-hit"} == {0, 1}
+        assert len(list(tmp_path.iterdir())) == 1
+        assert run.result.value("count(*)") == 120
+        assert not handles[0].precompile(plan, Protocol.CHEETAH, tmp_path)  # the run was handed over
+    finally:
+        for h in handles:
+            h.close()
