@@ -4,6 +4,8 @@ its brpc link to the other parties, and ending the worker when its parent is gon
 from __future__ import annotations
 
 import os
+import random
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -42,3 +44,26 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(70)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+# Link ports are drawn at random below Linux's default ephemeral range (32768-60999): several
+# parties on one host (a devnet) pick theirs independently and bind them only later, and
+# asking the OS for port 0 tends to hand the port just released to the next caller, so two
+# parties could be given the same one; outgoing connections never take a port from here.
+LINK_PORTS = range(20_000, 32_768)
+
+
+def pick_link_port(host: str = "127.0.0.1", *, attempts: int = 64) -> int:
+    """A port in `LINK_PORTS` that is free on `host` now (the engine binds it next)."""
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        port = rng.choice(LINK_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the OS choose
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ this process; the parties themselves share nothing but their links.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from compute.mpc.query import Query
 from compute.mpc.reconstruct import reconstruct_result
 from compute.mpc.result import DisclosureRefused, OutputShares, PartyReport, QueryResult
 from compute.mpc.simulate import Tables, parts_of
+from compute.spu_link import pick_link_port
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,8 @@ class CommitteeRun:
 
 
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A currently free TCP port on 127.0.0.1 (compute.spu_link.pick_link_port)."""
+    return pick_link_port("127.0.0.1")
 
 
 def committee_links(

@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 import secrets
-import socket
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -34,6 +33,7 @@ from compute.psi import (
     PsiSpec,
     Reveal,
 )
+from compute.spu_link import pick_link_port
 
 __all__ = [
     "ANSWER_BLOB",
@@ -299,10 +299,9 @@ def session_task(session_id: str) -> int:
 
 
 def free_port(host: str) -> int:
-    """A TCP port on `host` that was free a moment ago (the engine binds it next)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on `host` that was free a moment ago (the engine binds it next), drawn at
+    random (compute.spu_link.pick_link_port) so that parties on one host rarely collide."""
+    return pick_link_port(host)
 
 
 def link_config(

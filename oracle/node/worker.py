@@ -42,8 +42,14 @@ def exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 
 def warm_up() -> int:
-    """Import the engines once (the first task then pays nothing); returns the worker's pid."""
+    """Import the engines once (the first task then pays nothing: a provider's first stats
+    share needs SPU and JAX, 1-2 s to import); returns the worker's pid."""
+    import spu  # noqa: F401
+
     import compute.he  # noqa: F401
+    import compute.mpc  # noqa: F401
+
+    from . import stats_worker  # noqa: F401
 
     return os.getpid()
 
