@@ -26,7 +26,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AssetView:
-    """The parts of `IDataRegistry.Asset` a PSI provider checks."""
+    """The parts of `IDataRegistry.Asset` a provider (PSI or stats) and a member check."""
 
     dataset_id: int
     owner: str
@@ -37,6 +37,8 @@ class AssetView:
     allowed_kinds: int
     open: bool
     expires_at: int
+    remaining_uses: int
+    min_group_size: int
 
 
 async def read_asset(ops: ChainOps, dataset_id: int) -> AssetView:
@@ -53,6 +55,8 @@ async def read_asset(ops: ChainOps, dataset_id: int) -> AssetView:
         allowed_kinds=int(policy[0]),
         open=bool(policy[1]),
         expires_at=int(policy[2]),
+        remaining_uses=int(policy[3]),
+        min_group_size=int(policy[4]),
     )
 
 

@@ -1,56 +1,15 @@
 """The chain facts a stats task is checked against: each dataset's record and consent now
-(including its minimum group size). Reads run in threads (`ChainOps`)."""
+(including its minimum group size), read with `psi_chain.read_asset`."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
-
-from eth_utils.address import to_checksum_address
-
-from .chainops import ChainOps
+from .psi_chain import AssetView
 from .stats_spec import STATS_KIND
 
-__all__ = ["StatsAsset", "read_stats_asset", "stats_consent_problem"]
+__all__ = ["stats_consent_problem"]
 
 
-@dataclass(frozen=True)
-class StatsAsset:
-    """The parts of `IDataRegistry.Asset` a stats provider and a member check."""
-
-    dataset_id: int
-    owner: str
-    revoked: bool
-    is_model: bool
-    row_count: int
-    metadata_hash: bytes
-    allowed_kinds: int
-    open: bool
-    expires_at: int
-    remaining_uses: int
-    min_group_size: int
-
-
-async def read_stats_asset(ops: ChainOps, dataset_id: int) -> StatsAsset:
-    """The asset record (`DataRegistry__UnknownAsset` when absent)."""
-    raw = await asyncio.to_thread(ops.chain.call, ops.contracts.data, "getAsset", dataset_id)
-    owner, _price, is_model, revoked, rows, metadata_hash, policy, _uri = raw
-    return StatsAsset(
-        dataset_id=dataset_id,
-        owner=to_checksum_address(str(owner)),
-        revoked=bool(revoked),
-        is_model=bool(is_model),
-        row_count=int(rows),
-        metadata_hash=bytes(metadata_hash),
-        allowed_kinds=int(policy[0]),
-        open=bool(policy[1]),
-        expires_at=int(policy[2]),
-        remaining_uses=int(policy[3]),
-        min_group_size=int(policy[4]),
-    )
-
-
-def stats_consent_problem(asset: StatsAsset, *, listed: bool, now: int, min_group_size: int) -> str | None:
+def stats_consent_problem(asset: AssetView, *, listed: bool, now: int, min_group_size: int) -> str | None:
     """Why the dataset's consent does not cover this stats query now, or None when it does.
 
     The use budget is not checked: the task spent its use when it was requested.

@@ -28,7 +28,7 @@ from ..p2p import BlobStore, Caller, P2PClient, Peer, PeerError, StoredBlob
 from ..p2p.errors import BadRequest, Conflict, Forbidden, Unavailable
 from ..p2p.routes import HEADER_UPLOADER
 from .context import NodeContext
-from .stats_chain import read_stats_asset
+from .psi_chain import read_asset
 from .stats_spec import LINK_BLOB, SPEC_BLOB, LinkMessage, StatsTaskSpec, session_id_for, share_blob
 from .stats_worker import check_share_blob
 from .store import OPEN_STATES, BlobRecord
@@ -212,7 +212,7 @@ class StatsCommittee:
     async def plan_of(self, task_id: int, spec: StatsTaskSpec) -> Plan:
         """The plan from the spec and the chain's committed row counts (cached)."""
         if task_id not in self._plans:
-            assets = await asyncio.gather(*(read_stats_asset(self.ctx.ops, d) for d in spec.dataset_ids))
+            assets = await asyncio.gather(*(read_asset(self.ctx.ops, d) for d in spec.dataset_ids))
             self._plans[task_id] = spec.plan({a.dataset_id: a.row_count for a in assets})
         return self._plans[task_id]
 
@@ -231,7 +231,7 @@ class StatsCommittee:
             raise Unavailable(f"this node holds no spec of task {task_id} yet", code="spec_first")
         if not 0 <= part < len(spec.parts):
             raise BadRequest(f"the spec has no part {part}", code="unknown_blob")
-        asset = await read_stats_asset(self.ctx.ops, spec.parts[part].dataset_id)
+        asset = await read_asset(self.ctx.ops, spec.parts[part].dataset_id)
         if (caller.operator or "").lower() != asset.owner.lower():
             raise Forbidden(
                 f"only the owner of dataset {asset.dataset_id} provides part {part}", code="not_provider"

@@ -29,9 +29,9 @@ from ..chain.tasks import TaskState, TaskView
 from ..p2p import P2PClient, Peer, PeerError, PeerRejected
 from ..p2p.errors import Conflict
 from .context import NodeContext
-from .psi_chain import requester_allowed
+from .psi_chain import AssetView, read_asset, requester_allowed
 from .psi_datasets import DatasetMismatch, DatasetMissing, load_dataset
-from .stats_chain import StatsAsset, read_stats_asset, stats_consent_problem
+from .stats_chain import stats_consent_problem
 from .stats_spec import StatsTaskSpec, share_blob
 from .stats_worker import read_and_share
 
@@ -90,10 +90,10 @@ class StatsProvider:
         temp.write_text(json.dumps(outcome.__dict__ | {"parts": list(outcome.parts)}))
         os.replace(temp, path)
 
-    async def own_parts(self, spec: StatsTaskSpec) -> dict[int, StatsAsset]:
+    async def own_parts(self, spec: StatsTaskSpec) -> dict[int, AssetView]:
         """The assets of every part, keyed by part index (all of them: the plan needs every
         part's row count)."""
-        assets = await asyncio.gather(*(read_stats_asset(self.ctx.ops, d) for d in spec.dataset_ids))
+        assets = await asyncio.gather(*(read_asset(self.ctx.ops, d) for d in spec.dataset_ids))
         return dict(enumerate(assets))
 
     async def spec_received(self, spec: StatsTaskSpec, view: TaskView) -> None:
@@ -124,7 +124,7 @@ class StatsProvider:
         self._spawn(self._push_all(view, blobs), f"stats-push-{task_id}")
 
     async def _checked_shares(
-        self, spec: StatsTaskSpec, view: TaskView, assets: dict[int, StatsAsset], mine: tuple[int, ...]
+        self, spec: StatsTaskSpec, view: TaskView, assets: dict[int, AssetView], mine: tuple[int, ...]
     ) -> dict[int, list[bytes]]:
         task_id = view.task_id
         now = await self.ctx.ops.chain_time()

@@ -17,8 +17,9 @@ from eth_hash.auto import keccak
 from compute.errors import SpecError
 from compute.mpc import Accuracy, Column, Reveal, TableSchema, parse_sql
 from oracle.node.oracle_path import inline_spec_uri
+from oracle.node.psi_chain import AssetView
 from oracle.node.psi_datasets import DatasetMismatch, load_dataset, store_dataset
-from oracle.node.stats_chain import StatsAsset, stats_consent_problem
+from oracle.node.stats_chain import stats_consent_problem
 from oracle.node.stats_datasets import describe_stats_csv, load_columns, read_schema_file
 from oracle.node.stats_spec import (
     LinkMessage,
@@ -171,7 +172,7 @@ def test_the_statement_binds_the_run_and_every_share_hash() -> None:
 # -- consent -------------------------------------------------------------------------------------
 
 
-def asset(**changes: Any) -> StatsAsset:
+def asset(**changes: Any) -> AssetView:
     fields: dict[str, Any] = {
         "dataset_id": 4,
         "owner": "0x" + "11" * 20,
@@ -185,7 +186,7 @@ def asset(**changes: Any) -> StatsAsset:
         "remaining_uses": 3,
         "min_group_size": 5,
     }
-    return StatsAsset(**(fields | changes))
+    return AssetView(**(fields | changes))
 
 
 @pytest.mark.parametrize(
