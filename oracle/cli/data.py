@@ -29,7 +29,7 @@ from ..chain.datasets import (
 from ..chain.tasks import TASK_KINDS
 from ..node.processes import NodeLaunch
 from ..node.psi_datasets import store_dataset
-from ..node.stats_datasets import StatsMetadata, describe_stats_csv, read_schema_file
+from ..node.stats_datasets import StatsMetadata, cache_columns, describe_stats_csv, read_schema_file
 from ..stats_align import align_csv
 from .common import JSON_OPTION, Session, emit, home_path, kv_table, parse_wei, session
 
@@ -139,6 +139,8 @@ def register(
             document=metadata.document(),
         )
         _check_copy(served / "data.csv", metadata.salt, metadata.content_commitment, served)
+        if isinstance(metadata, StatsMetadata):
+            cache_columns(served, metadata)  # the node's first stats task skips the CSV parse
     payload = {
         "dataset_id": dataset_id,
         "owner": tx.address,
