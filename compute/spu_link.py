@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 CONNECT_RETRY_INTERVAL_MS = 200
+# A refused connect (the peer is not listening yet) is retried after 50 ms, then 100, 150, ...
+# (yacl grows the interval by `retry_interval_ms` whenever the increment is set non-zero),
+# before brpc marks the peer down for its ~3 s health-check period (docs/MPC.md).
+LINK_RETRIES = 10
+LINK_RETRY_INTERVAL_MS = 50
 
 
 def open_brpc_link(
@@ -26,9 +31,11 @@ def open_brpc_link(
     desc.http_timeout_ms = recv_timeout_ms
     desc.connect_retry_interval_ms = CONNECT_RETRY_INTERVAL_MS
     desc.connect_retry_times = max(1, connect_timeout_ms // CONNECT_RETRY_INTERVAL_MS)
-    retry = desc.retry_opts
-    retry.max_retry = 1
-    retry.retry_interval_ms = 500
+    retry = desc.retry_opts  # a refused connect (peer not listening yet) is retried quickly
+    retry.max_retry = LINK_RETRIES
+    retry.retry_interval_ms = LINK_RETRY_INTERVAL_MS
+    retry.retry_interval_incr_ms = 1
+    retry.aggressive_retry = True
     desc.retry_opts = retry
     for party, address in enumerate(addresses):
         desc.add_party(f"p{party}", address)

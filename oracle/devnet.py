@@ -322,6 +322,7 @@ NODE_SETTINGS: dict[str, float | int] = {
     "deadline_poll_s": 1.0,
     "submit_stagger_s": 1.0,
     "workers": 1,
+    "stats_engine_memory_mb": 0,  # a small dev footprint; bench/stats_bench.py sets its own
 }
 
 

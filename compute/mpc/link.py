@@ -9,12 +9,15 @@ chunked; every receive states the largest message it accepts.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import re
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +36,13 @@ _ADDRESS = re.compile(r"^[\w.-]+:\d{1,5}$")
 _CHUNK_BYTES = 4 << 20
 _EXIT_GRACE_S = 10.0
 MAX_PARTIES = 16
+# glibc mallopt parameters (malloc.h) and the limits used by engine processes
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+_KEEP_FREED_BYTES = 2**31 - 1
+MAX_PRETOUCH_MB = 2000
+MAX_START_WAIT_S = 2.0  # below _KEEP_FREED_BYTES: a pre-touched block stays mapped once freed
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,9 @@ class CommitteeLink:
 
     `addresses[r]` is "host:port" of rank r. `recv_timeout_ms` bounds every wait for a peer
     message (so a vanished peer becomes an error within it); `deadline_s` bounds the whole run.
+    `start_at`: a wall-clock time (`time.time()`) agreed by the parties at which each opens
+    its link (waiting at most `MAX_START_WAIT_S`): brpc links parties that dial within a few
+    tens of ms of each other in ~0.2 s, and pays a ~3 s reconnect delay otherwise (docs/MPC.md).
     """
 
     rank: int
@@ -49,6 +62,7 @@ class CommitteeLink:
     recv_timeout_ms: int = 60_000
     connect_timeout_ms: int = 30_000
     deadline_s: float = 3600.0
+    start_at: float | None = None
 
     def __post_init__(self) -> None:
         addresses = tuple(self.addresses)
@@ -63,6 +77,10 @@ class CommitteeLink:
             raise SpecError("session_id must be 1..64 word characters or '-'")
         if self.recv_timeout_ms < 100 or self.connect_timeout_ms < 100 or self.deadline_s <= 0:
             raise SpecError("timeouts must be positive (at least 100 ms)")
+        if self.start_at is not None and not (
+            isinstance(self.start_at, int | float) and math.isfinite(self.start_at) and self.start_at >= 0
+        ):
+            raise SpecError("start_at must be a wall-clock time in seconds")
 
     @property
     def world(self) -> int:
@@ -135,19 +153,73 @@ class Session:
                 raise ProtocolAbort(f"party {peer} runs a different {what}")
 
 
+def keep_freed_memory() -> bool:
+    """Make this process's C allocator keep what it frees for reuse (glibc only; False
+    elsewhere): one arena, no separate mappings for large blocks, no trimming. An MPC run
+    allocates and frees hundreds of MB of temporaries per operation; by default glibc maps
+    each large block afresh and unmaps it when freed, so every reuse costs page faults and
+    page zeroing in the kernel (about half the engine's CPU time on a VM whose freed pages go
+    back to the host). Call it first thing in an engine process (before threads start)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return all(
+        mallopt(param, value) == 1
+        for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES))
+    )
+
+
+def pretouch(memory_mb: int) -> float:
+    """Allocate `memory_mb` MiB, write every page, free it (kept mapped after
+    `keep_freed_memory`): the run's working memory is then faulted in before the run instead
+    of during it. Returns the seconds it took (0.0 when nothing was touched)."""
+    if memory_mb <= 0:
+        return 0.0
+    started = time.perf_counter()
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return 0.0
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = (ctypes.c_void_p,)
+    size = min(memory_mb, MAX_PRETOUCH_MB) << 20
+    block = libc.malloc(size)
+    if not block:
+        return 0.0
+    ctypes.memset(block, 0, size)
+    libc.free(block)
+    return time.perf_counter() - started
+
+
 class Prewarmed:
     """An engine process started ahead of a run: spawned, SPU and JAX already imported,
     waiting for one job (`run_in_worker(..., prewarmed=handle)`). It saves a run the process
     start and the imports (about 1.5-2.5 s per party on a loaded 2-core machine); it serves
     one run, then exits. `close()` ends it if unused; it also exits when its parent dies.
+
+    `memory_mb`: working memory the process faults in before it reports ready (`pretouch`),
+    for an engine started while the node is idle (a spare); 0 for one started for a task.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memory_mb: int = 0) -> None:
+        if type(memory_mb) is not int or not 0 <= memory_mb <= MAX_PRETOUCH_MB:
+            raise ComputeError(f"memory_mb must be an integer in [0, {MAX_PRETOUCH_MB}]")
         ctx = multiprocessing.get_context("spawn")
         job_reader, self._job_sender = ctx.Pipe(duplex=False)
         self.results, results_writer = ctx.Pipe(duplex=False)
+        self.memory_mb = memory_mb
+        self.touch_s: float | None = None
         self.process = ctx.Process(
-            target=_prewarmed_main, args=(job_reader, results_writer), name="datum-mpc-prewarmed", daemon=True
+            target=_prewarmed_main,
+            args=(job_reader, results_writer, memory_mb),
+            name="datum-mpc-prewarmed",
+            daemon=True,
         )
         self.process.start()
         job_reader.close()
@@ -156,13 +228,22 @@ class Prewarmed:
         self._send_lock = threading.Lock()
 
     def ready(self, timeout_s: float) -> bool:
-        """Wait until the imports are done (True), or `timeout_s` passed / the process died."""
-        if not self.results.poll(timeout_s):
+        """Wait until the imports (and the pre-touch) are done (True), or `timeout_s` passed /
+        the process died. Once True, `touch_s` holds the pre-touch's seconds."""
+        if self.touch_s is not None:
+            return True
+        if self.used:  # the run reads the results pipe now
             return False
         try:
-            return bool(self.results.recv() == ("ready", None))
-        except EOFError:
+            if not self.results.poll(timeout_s):
+                return False
+            message = self.results.recv()
+        except (EOFError, OSError):
             return False
+        if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "ready"):
+            return False
+        self.touch_s = float(message[1])
+        return True
 
     def precompile(self, plan: Any, protocol: Any, cache_dir: Path) -> bool:
         """Have the waiting process compile `plan` into `cache_dir` now, so the run's compile
@@ -294,15 +375,16 @@ def _open_link(link: CommitteeLink) -> Any:
 
 
 def _prewarmed_main(
-    jobs: multiprocessing.connection.Connection, conn: multiprocessing.connection.Connection
+    jobs: multiprocessing.connection.Connection, conn: multiprocessing.connection.Connection, memory_mb: int
 ) -> None:
+    keep_freed_memory()
     exit_with_parent(os.getppid())
     import jax  # noqa: F401 - the point: imported before the job arrives
     import spu  # noqa: F401
 
     import compute.mpc.party  # noqa: F401
 
-    conn.send(("ready", None))
+    conn.send(("ready", pretouch(memory_mb)))
     while True:
         try:
             job = jobs.recv()
@@ -333,6 +415,7 @@ def _worker_main(
     handshake: bytes,
     log_path: str | None,
 ) -> None:
+    keep_freed_memory()  # no-op for a prewarmed process (done at its start)
     exit_with_parent(os.getppid())
     fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
@@ -346,6 +429,10 @@ def _worker_main(
 
     lctx = None
     try:
+        if link.start_at is not None:
+            delay = link.start_at - time.time()
+            if delay > 0:
+                time.sleep(min(delay, MAX_START_WAIT_S))
         try:
             lctx = _open_link(link)
         except RuntimeError as exc:

@@ -104,7 +104,7 @@ def run_party(
     link: CommitteeLink,
     hosts: Sequence[int | None],
     data: Mapping[int, Columns] | None = None,
-    shares: Mapping[int, bytes] | None = None,
+    shares: Mapping[int, bytes | Path] | None = None,
     progress: Callable[[str], None] | None = None,
     log_path: str | None = None,
     cache_dir: Path | None = None,
@@ -166,7 +166,7 @@ def execute(
     program: Program,
     link: CommitteeLink,
     local: dict[int, dict[str, Any]],
-    external: dict[int, bytes],
+    external: dict[int, bytes | Path],
     *,
     progress: Callable[[str], None] | None = None,
     log_path: str | None = None,
@@ -190,7 +190,7 @@ def party_target(
     session: Session,
     program: Program,
     local: dict[int, dict[str, Any]],
-    external: dict[int, bytes],
+    external: dict[int, bytes | Path],
     cache_dir: Path | None = None,
 ) -> PartyOutcome:
     """The worker side (runs in the spawned process)."""
@@ -254,7 +254,7 @@ def _pack_for_requester(session: Session, program: Program, runtime: Any, names:
 
 
 def _gather_inputs(
-    session: Session, program: Program, local: dict[int, dict[str, Any]], external: dict[int, bytes]
+    session: Session, program: Program, local: dict[int, dict[str, Any]], external: dict[int, bytes | Path]
 ) -> list[Any]:
     """Share hosted parts, collect everyone's blobs, check them, agree that all are good."""
     layout = program.layout
@@ -269,14 +269,35 @@ def _gather_inputs(
     for part, host in enumerate(program.hosts):
         if host == session.rank:
             continue
-        blob = external[part] if host is None else session.recv(host, blob_limit(layout, part))
         if error is None:
             try:
+                blob = (
+                    _read_blob(external[part], layout, part)
+                    if host is None
+                    else session.recv(host, blob_limit(layout, part))
+                )
                 mine[part] = open_blob(layout, program.protocol, part, session.rank, blob)
             except SpecError as exc:
                 error = exc
+        elif host is not None:
+            session.recv(host, blob_limit(layout, part))  # keep the message order
     _agree_inputs(session, error)
     return [share for part in range(len(program.hosts)) for share in mine[part]]
+
+
+def _read_blob(blob: bytes | Path, layout: ShareLayout, part: int) -> bytes:
+    """An external provider's share blob, given as bytes or as the file the node keeps it in
+    (read here, in the engine process: the node does not pass 100 MB through a pipe)."""
+    if isinstance(blob, bytes):
+        return blob
+    limit = blob_limit(layout, part)
+    try:
+        with open(blob, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SpecError(f"{layout.labels[part]}: cannot read its share blob ({reason})") from None
+    return data  # open_blob refuses one over the limit
 
 
 def _agree_inputs(session: Session, error: SpecError | None) -> None:

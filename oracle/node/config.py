@@ -56,6 +56,8 @@ class NodeConfig(BaseModel):
     rpc_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     peer_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     stats_prewarm: bool = True  # a stats committee member starts its engine process on the spec
+    stats_spare_engine: bool = True  # keep one engine process ready while idle (needs stats_prewarm)
+    stats_engine_memory_mb: Annotated[int, Field(ge=0, le=2000)] = 1024  # the spare faults this in
     limits: NodeLimits = NodeLimits()
 
     @model_validator(mode="after")

@@ -243,6 +243,7 @@ class NodeDaemon:
                 await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
             ctx.store.close()
             self.psi.close()
+            self.stats_committee.close()
             self._lock_file.close()
             log.info("node stopped")
 

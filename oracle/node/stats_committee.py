@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
-from compute.errors import SpecError
+from compute.errors import ComputeError, SpecError
 from compute.mpc import CommitteeLink, OutputShares, PartyReport, Plan, Prewarmed, QueryResult, run_party
 
 from ..chain.tasks import TaskView
@@ -37,7 +37,8 @@ __all__ = ["StatsCommittee"]
 
 log = logging.getLogger(__name__)
 
-LINK_POLL_S = 0.1  # members start their links within about this of each other (brpc: see publish_link)
+LINK_POLL_S = 0.1  # how often a member polls the others' link addresses
+LINK_START_MARGIN_S = 0.4  # members open their links this long after the last address is out
 ENGINE_READY_WAIT_S = 60.0
 MAX_PREWARMED = 2  # engine processes waiting for a run at once (each holds SPU and JAX in memory)
 PREWARM_MAX_AGE_S = 900.0  # one not used by then is ended
@@ -55,6 +56,7 @@ class StatsCommittee:
         self._specs: dict[int, StatsTaskSpec] = {}
         self._plans: dict[int, Plan] = {}
         self._prewarmed: dict[int, tuple[Prewarmed, float]] = {}
+        self._spare: Prewarmed | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.root = ctx.config.data_dir / "stats"
 
@@ -63,6 +65,17 @@ class StatsCommittee:
         self._blobs, self._client = blobs, client
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.compile_cache.mkdir(exist_ok=True, mode=0o700)
+        self.refill_spare()
+
+    def close(self) -> None:
+        """End every engine process started ahead (the node stops)."""
+        handles = [h for h, _ in self._prewarmed.values()]
+        if self._spare is not None:
+            handles.append(self._spare)
+        self._prewarmed.clear()
+        self._spare = None
+        for handle in handles:
+            handle.close()
 
     @property
     def compile_cache(self) -> Path:
@@ -134,14 +147,51 @@ class StatsCommittee:
 
     # -- the engine process, started ahead of the run ------------------------------------------
 
+    def refill_spare(self) -> None:
+        """Start the spare engine process if there is none (node setting `stats_spare_engine`):
+        spawned while the node is idle (at start, and after each run of this node), it imports
+        SPU and JAX and faults in `stats_engine_memory_mb` of working memory, so that the next
+        task's engine is ready at once and its MPC does not pay for page faults (docs/MPC.md,
+        "Engine memory"). A node holds at most one spare."""
+        config = self.ctx.config
+        if not (config.stats_prewarm and config.stats_spare_engine):
+            return
+        if self._spare is not None:
+            if self._spare.process.is_alive():
+                return
+            self._spare.close()
+            self._spare = None
+        try:
+            spare = Prewarmed(memory_mb=config.stats_engine_memory_mb)
+        except (OSError, ComputeError) as exc:
+            log.warning("could not start a spare engine process (%s)", exc)
+            return
+        self._spare = spare
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        job = loop.create_task(self._announce_spare(spare))
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _announce_spare(self, spare: Prewarmed) -> None:
+        if await asyncio.to_thread(spare.ready, ENGINE_READY_WAIT_S * 5):
+            log.info(
+                "spare engine ready (pid %s, %d MB of working memory faulted in %.1f s)",
+                spare.process.pid,
+                spare.memory_mb,
+                spare.touch_s or 0.0,
+            )
+
     def prewarm(self, task_id: int) -> None:
-        """Start this member's engine process for the task now (`Prewarmed`: spawned, SPU and
-        JAX imported) so the imports overlap with the providers' sharing and pushes instead
-        of delaying the link. Only on a member, one per task, at most `MAX_PREWARMED` at once
-        (otherwise the run spawns its process as before). A process its task never used (the
-        task closed, or it waited longer than `PREWARM_MAX_AGE_S`) is ended when the next
-        task's spec arrives, or when the node stops. Off with the node setting
-        `stats_prewarm = false`."""
+        """Give this member's task an engine process now: the spare (`refill_spare`) if there
+        is one, else a new `Prewarmed` (spawned, SPU and JAX imported), so the imports overlap
+        with the providers' sharing and pushes instead of delaying the link. Only on a member,
+        one per task, at most `MAX_PREWARMED` at once (otherwise the run spawns its process
+        as before). A process its task never used (the task closed, or it waited longer than
+        `PREWARM_MAX_AGE_S`) is ended when the next task's spec arrives, or when the node
+        stops. Off with the node setting `stats_prewarm = false`."""
         if not self.ctx.config.stats_prewarm:
             return
         record = self.ctx.store.get(task_id)
@@ -150,12 +200,19 @@ class StatsCommittee:
         self._reap()
         if len(self._prewarmed) >= MAX_PREWARMED:
             return
-        try:
-            self._prewarmed[task_id] = (Prewarmed(), time.monotonic())
-        except OSError as exc:
-            log.warning("task %d: could not start an engine process ahead (%s)", task_id, exc)
-            return
-        log.info("task %d: engine process started ahead of the run", task_id)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.process.is_alive():
+            self._prewarmed[task_id] = (spare, time.monotonic())
+            log.info("task %d: takes the spare engine process", task_id)
+        else:
+            if spare is not None:
+                spare.close()
+            try:
+                self._prewarmed[task_id] = (Prewarmed(), time.monotonic())
+            except OSError as exc:
+                log.warning("task %d: could not start an engine process ahead (%s)", task_id, exc)
+                return
+            log.info("task %d: engine process started ahead of the run", task_id)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -240,10 +297,9 @@ class StatsCommittee:
         if rank is None:
             raise Forbidden(f"this node is not in task {task_id}'s committee", code="not_member")
         plan = await self.plan_of(task_id, spec)
-        data = await asyncio.to_thread(Path(blob.path).read_bytes)
         loop = asyncio.get_running_loop()
-        problem = await loop.run_in_executor(
-            self._executor(), check_share_blob, plan, spec.protocol, part, rank, data
+        problem = await loop.run_in_executor(  # the worker reads the file (no 30 MB through a pipe)
+            self._executor(), check_share_blob, plan, spec.protocol, part, rank, Path(blob.path)
         )
         if problem is not None:
             log.warning("task %d: share of part %d refused", task_id, part)
@@ -251,7 +307,9 @@ class StatsCommittee:
         private = self.task_dir(task_id) / f"share-{part}.bin"
         await asyncio.to_thread(_move_private, Path(blob.path), private)
         self.ctx.store.record_blob(BlobRecord(task_id, blob.name, str(private), blob.sha256, blob.size_bytes))
-        log.info("task %d: share of part %d accepted (rank %d, %d bytes)", task_id, part, rank, len(data))
+        log.info(
+            "task %d: share of part %d accepted (rank %d, %d bytes)", task_id, part, rank, blob.size_bytes
+        )
         self.ctx.kick(task_id, 0.0)
 
     def shares_complete(self, task_id: int, spec: StatsTaskSpec) -> bool:
@@ -259,11 +317,10 @@ class StatsCommittee:
         held = self.ctx.store.blobs(task_id)
         return all(share_blob(p) in held for p in range(len(spec.parts)))
 
-    async def shares(self, task_id: int, spec: StatsTaskSpec) -> dict[int, bytes]:
-        """Every part's share blob."""
+    def shares(self, task_id: int, spec: StatsTaskSpec) -> dict[int, Path]:
+        """Where every part's share blob is (the engine process reads them itself)."""
         held = self.ctx.store.blobs(task_id)  # the store is used on the event loop's thread only
-        paths = {p: Path(held[share_blob(p)].path) for p in range(len(spec.parts))}
-        return {p: await asyncio.to_thread(path.read_bytes) for p, path in paths.items()}
+        return {p: Path(held[share_blob(p)].path) for p in range(len(spec.parts))}
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -271,10 +328,11 @@ class StatsCommittee:
         """This member's link address for the task, in its own blob store (write-once).
 
         Blocking (call it in a thread): with an engine process started ahead, it first waits
-        (at most `ENGINE_READY_WAIT_S`) until that process has imported SPU and JAX, so that
-        the members, which start their engines once every address is out, start them within
-        about one `LINK_POLL_S` of each other: brpc links members that dial within ~0.1 s of
-        each other in under a second, and pays a ~3 s reconnect delay otherwise (docs/MPC.md).
+        (at most `ENGINE_READY_WAIT_S`) until that process has imported SPU and JAX. The message
+        carries when it was published: the members open their links together, at
+        `LINK_START_MARGIN_S` after the last one (`gather_links`), because brpc links parties
+        that dial within a few tens of ms of each other in ~0.2 s and pays a ~3 s reconnect
+        delay otherwise (docs/MPC.md).
         """
         from .psi_spec import free_port
 
@@ -286,7 +344,7 @@ class StatsCommittee:
                 pass
 
         host = self.ctx.config.listen_host
-        message = LinkMessage(task_id=task_id, rank=rank, address=f"{host}:{free_port(host)}")
+        message = LinkMessage(task_id=task_id, rank=rank, address=f"{host}:{free_port(host)}", at=time.time())
         return LinkMessage.parse(self.publish(task_id, LINK_BLOB, message.model_dump_json().encode()))
 
     def publish(self, task_id: int, name: str, payload: bytes) -> bytes:
@@ -325,10 +383,13 @@ class StatsCommittee:
                 await asyncio.sleep(LINK_POLL_S)
         return [found[r] for r in range(members)]
 
-    async def gather_links(self, view: TaskView, mine: LinkMessage, until: float) -> tuple[str, ...]:
-        """Every member's link address by rank (see `gather`)."""
+    async def gather_links(
+        self, view: TaskView, mine: LinkMessage, until: float
+    ) -> tuple[tuple[str, ...], float]:
+        """Every member's link address by rank (see `gather`), and when to open the link: every
+        member derives the same time, `LINK_START_MARGIN_S` after the last one published."""
         raw = await self.gather(view, LINK_BLOB, mine.rank, mine.model_dump_json().encode(), until)
-        addresses = []
+        addresses, published = [], []
         for rank, data in enumerate(raw):
             message = LinkMessage.parse(data)
             if message.task_id != view.task_id or message.rank != rank:
@@ -336,12 +397,20 @@ class StatsCommittee:
                     f"member {view.committee[rank]} published a link message for another task or slot"
                 )
             addresses.append(message.address)
-        return tuple(addresses)
+            published.append(message.at)
+        return tuple(addresses), max(published) + LINK_START_MARGIN_S
 
     def link_for(
-        self, view: TaskView, spec: StatsTaskSpec, rank: int, addresses: tuple[str, ...], budget_s: float
+        self,
+        view: TaskView,
+        spec: StatsTaskSpec,
+        rank: int,
+        addresses: tuple[str, ...],
+        budget_s: float,
+        start_at: float | None = None,
     ) -> CommitteeLink:
-        """This member's CommitteeLink: the derived session id and the spec's timeouts."""
+        """This member's CommitteeLink: the derived session id, the spec's timeouts and the
+        agreed link start (`gather_links`)."""
         deadline = min(float(spec.deadline_s), budget_s)
         if deadline <= 1:
             raise SpecError("the task's deadline leaves no time to run the query")
@@ -352,6 +421,7 @@ class StatsCommittee:
             recv_timeout_ms=spec.recv_timeout_ms,
             connect_timeout_ms=spec.connect_timeout_ms,
             deadline_s=deadline,
+            start_at=start_at,
         )
 
 
@@ -364,7 +434,7 @@ def start_party(
     plan: Plan,
     spec: StatsTaskSpec,
     link: CommitteeLink,
-    shares: dict[int, bytes],
+    shares: dict[int, Path],
     task_id: int,
     cache_dir: Path | None = None,
     prewarmed: Prewarmed | None = None,

@@ -219,6 +219,7 @@ class LinkMessage(BaseModel):
     task_id: int = Field(ge=1)
     rank: int = Field(ge=0, lt=16)
     address: LinkAddress
+    at: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)  # wall clock when published
 
     @staticmethod
     def parse(data: bytes) -> LinkMessage:

@@ -45,6 +45,7 @@ __all__ = ["StatsTaskSteps"]
 log = logging.getLogger(__name__)
 
 S = NodeTaskState
+SPARE_REFILL_DELAY_S = 3.0
 
 
 class StatsTaskSteps(TaskSteps):
@@ -100,9 +101,9 @@ class StatsTaskSteps(TaskSteps):
         try:
             plan = await self.committee.plan_of(task_id, spec)
             mine = await asyncio.to_thread(self.committee.publish_link, task_id, rank)
-            addresses = await self.committee.gather_links(view, mine, until)
-            link = self.committee.link_for(view, spec, rank, addresses, until - loop.time())
-            shares = await self.committee.shares(task_id, spec)
+            addresses, start_at = await self.committee.gather_links(view, mine, until)
+            link = self.committee.link_for(view, spec, rank, addresses, until - loop.time(), start_at)
+            shares = self.committee.shares(task_id, spec)
             log.info(
                 "task %d: running the MPC as rank %d of %d (session %s)",
                 task_id,
@@ -110,15 +111,18 @@ class StatsTaskSteps(TaskSteps):
                 spec.world,
                 link.session_id,
             )
-            outcome = await start_party(
-                plan,
-                spec,
-                link,
-                shares,
-                task_id,
-                cache_dir=self.committee.compile_cache,
-                prewarmed=self.committee.take_prewarmed(task_id),
-            )
+            try:
+                outcome = await start_party(
+                    plan,
+                    spec,
+                    link,
+                    shares,
+                    task_id,
+                    cache_dir=self.committee.compile_cache,
+                    prewarmed=self.committee.take_prewarmed(task_id),
+                )
+            finally:  # the next spare starts once this run's signing and submission are done
+                loop.call_later(SPARE_REFILL_DELAY_S, self.committee.refill_spare)
             if isinstance(outcome, OutputShares):
                 statement = await self._statement(
                     view.task_id, spec, view.spec_hash, link.session_id, plan, outcome, until

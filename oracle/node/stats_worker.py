@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from compute.errors import SpecError
@@ -70,11 +71,18 @@ def share_columns(plan: Plan, protocol: str, part: int, columns: dict[str, Any])
     return share_part(plan, Protocol(protocol), part, columns)
 
 
-def check_share_blob(plan: Plan, protocol: str, part: int, rank: int, blob: bytes) -> str | None:
-    """None when `blob` is rank `rank`'s share of part `part` of this plan, else why not."""
+def check_share_blob(plan: Plan, protocol: str, part: int, rank: int, blob: bytes | Path) -> str | None:
+    """None when `blob` (bytes, or the file holding them: read here in the worker) is rank
+    `rank`'s share of part `part` of this plan, else why not."""
     from compute.mpc.shares import blob_limit, open_blob, plan_layout
 
     layout = plan_layout(plan)
+    if isinstance(blob, Path):
+        try:
+            with blob.open("rb") as handle:
+                blob = handle.read(blob_limit(layout, part) + 1)
+        except OSError as exc:
+            return f"the share blob of part {part} cannot be read ({exc.strerror or exc})"
     if len(blob) > blob_limit(layout, part):
         return f"the share blob of part {part} is {len(blob)} bytes, over the plan's limit"
     try:

@@ -300,7 +300,7 @@ def test_registration_refuses_values_outside_their_declaration_naming_counts_not
 # -- shares (real SPU) ------------------------------------------------------------------------
 
 
-def test_share_blobs_are_bound_to_plan_part_and_rank() -> None:
+def test_share_blobs_are_bound_to_plan_part_and_rank(tmp_path: Path) -> None:
     spec = make_spec()
     plan = spec.plan({1: 30, 2: 20})
     rng = np.random.default_rng(5)
@@ -317,6 +317,13 @@ def test_share_blobs_are_bound_to_plan_part_and_rank() -> None:
     other = spec.plan({1: 31, 2: 20})
     assert check_share_blob(other, "aby3", 0, 0, blobs[0]) is not None  # another plan digest
     assert "over the plan's limit" in (check_share_blob(plan, "aby3", 0, 0, blobs[0] * 50) or "")
+    stored = tmp_path / "share.bin"  # a member's worker reads the received file itself
+    stored.write_bytes(blobs[2])
+    assert check_share_blob(plan, "aby3", 0, 2, stored) is None
+    assert "rank 2; this is rank 1" in (check_share_blob(plan, "aby3", 0, 1, stored) or "")
+    stored.write_bytes(blobs[0] * 50)
+    assert "over the plan's limit" in (check_share_blob(plan, "aby3", 0, 0, stored) or "")
+    assert "cannot be read" in (check_share_blob(plan, "aby3", 0, 0, tmp_path / "gone.bin") or "")
     columns["age"][0] = 95.0
     with pytest.raises(SpecError, match="outside its declared range"):
         share_columns(plan, "aby3", 0, columns)

@@ -4,19 +4,37 @@ ahead of the run (only as a member, at most a few at once, ended when the task c
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from compute.mpc import Accuracy, Column, Prewarmed, Reveal, TableSchema, parse_sql
+from compute.errors import ComputeError, SpecError
+from compute.mpc import (
+    Accuracy,
+    Column,
+    CommitteeLink,
+    PartInfo,
+    Prewarmed,
+    Protocol,
+    Reveal,
+    TableSchema,
+    parse_sql,
+    plan_query,
+    share_part,
+)
+from compute.mpc.party import _read_blob
+from compute.mpc.shares import blob_limit, open_blob, plan_layout
 from oracle.node import stats_committee
 from oracle.node.psi_datasets import load_dataset, store_dataset
-from oracle.node.stats_committee import MAX_PREWARMED, StatsCommittee
+from oracle.node.stats_committee import LINK_START_MARGIN_S, MAX_PREWARMED, StatsCommittee
 from oracle.node.stats_datasets import describe_stats_csv
-from oracle.node.stats_spec import StatsPart, StatsTaskSpec
+from oracle.node.stats_spec import LinkMessage, StatsPart, StatsTaskSpec
 from oracle.node.stats_worker import check_share_blob, read_and_share
 from oracle.node.store import NodeTaskState
 
@@ -128,7 +146,9 @@ class FakeEngine:
 
     started: list[FakeEngine] = []
 
-    def __init__(self) -> None:
+    def __init__(self, memory_mb: int = 0) -> None:
+        self.memory_mb = memory_mb
+        self.touch_s = 0.0
         self.used = False
         self.closed = False
         self.process = SimpleNamespace(is_alive=lambda: not self.closed)
@@ -141,8 +161,12 @@ class FakeEngine:
         self.closed = True
 
 
-def committee(tmp_path: Path, records: dict[int, Any], *, prewarm: bool = True) -> StatsCommittee:
-    config = SimpleNamespace(data_dir=tmp_path, stats_prewarm=prewarm)
+def committee(
+    tmp_path: Path, records: dict[int, Any], *, prewarm: bool = True, spare: bool = True
+) -> StatsCommittee:
+    config = SimpleNamespace(
+        data_dir=tmp_path, stats_prewarm=prewarm, stats_spare_engine=spare, stats_engine_memory_mb=64
+    )
     ctx = SimpleNamespace(config=config, store=SimpleNamespace(get=records.get), operator="0xMe")
     return StatsCommittee(ctx, lambda: None)  # type: ignore[arg-type, return-value]
 
@@ -208,3 +232,121 @@ def test_a_real_engine_started_ahead_gets_ready_and_ends(tmp_path: Path) -> None
     finally:
         handle.close()
     assert not handle.process.is_alive()
+
+
+# -- the spare engine (started while the node is idle) ----------------------------------------------
+
+
+def test_a_task_takes_the_spare_and_the_next_spare_starts_only_when_asked(
+    tmp_path: Path, fake_engine: type[FakeEngine]
+) -> None:
+    c = committee(tmp_path, {1: record(member=True), 2: record(member=True)})
+    c.refill_spare()
+    c.refill_spare()  # at most one spare
+    assert len(fake_engine.started) == 1 and fake_engine.started[0].memory_mb == 64
+    spare = fake_engine.started[0]
+    c.prewarm(1)
+    assert len(fake_engine.started) == 1  # the task took the spare: nothing new spawned
+    taken: Any = c.take_prewarmed(1)
+    assert taken is spare
+    c.prewarm(2)  # no spare now: a plain engine (no pre-touch) for this task
+    assert len(fake_engine.started) == 2 and fake_engine.started[1].memory_mb == 0
+    c.refill_spare()  # after the run
+    assert len(fake_engine.started) == 3
+    c.close()
+    assert all(e.closed for e in fake_engine.started[1:])  # the first was handed to task 1
+
+
+def test_a_dead_spare_is_replaced_and_the_settings_turn_spares_off(
+    tmp_path: Path, fake_engine: type[FakeEngine]
+) -> None:
+    c = committee(tmp_path, {})
+    c.refill_spare()
+    fake_engine.started[0].closed = True  # it died
+    c.refill_spare()
+    assert len(fake_engine.started) == 2
+    for prewarm, spare in ((True, False), (False, True)):
+        fake_engine.started = []
+        committee(tmp_path, {}, prewarm=prewarm, spare=spare).refill_spare()
+        assert fake_engine.started == []
+
+
+def test_a_real_spare_faults_its_working_memory_in_before_it_is_ready() -> None:
+    handle = Prewarmed(memory_mb=96)
+    try:
+        assert handle.ready(120)
+        assert handle.touch_s is not None and handle.touch_s > 0
+        status = Path(f"/proc/{handle.process.pid}/status").read_text()
+        rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        assert rss_kb > 96 * 1024  # the freed block stays mapped
+        assert handle.ready(0)  # asking again answers at once
+    finally:
+        handle.close()
+    with pytest.raises(ComputeError):
+        Prewarmed(memory_mb=-1)
+
+
+def test_engine_processes_keep_freed_memory() -> None:
+    code = "from compute.mpc.link import keep_freed_memory; print(keep_freed_memory())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "True"
+
+
+# -- the link start every member derives ------------------------------------------------------------
+
+
+def test_members_derive_one_link_start_from_the_published_times(tmp_path: Path) -> None:
+    c = committee(tmp_path, {})
+    view = SimpleNamespace(task_id=7, committee=("0xA", "0xB", "0xC"))
+    messages = [
+        LinkMessage(task_id=7, rank=r, address=f"127.0.0.1:{9000 + r}", at=1000.0 + r)
+        .model_dump_json()
+        .encode()
+        for r in range(3)
+    ]
+
+    async def gather(*args: Any) -> list[bytes]:
+        return messages
+
+    c.gather = gather  # type: ignore[method-assign, assignment]
+    mine = LinkMessage.parse(messages[0])
+    addresses, start_at = asyncio.run(c.gather_links(view, mine, 0.0))  # type: ignore[arg-type]
+    assert addresses == ("127.0.0.1:9000", "127.0.0.1:9001", "127.0.0.1:9002")
+    assert start_at == 1002.0 + LINK_START_MARGIN_S
+    messages[2] = LinkMessage(task_id=7, rank=1, address="127.0.0.1:9002").model_dump_json().encode()
+    with pytest.raises(SpecError, match="another task or slot"):
+        asyncio.run(c.gather_links(view, mine, 0.0))  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="invalid"):
+        LinkMessage.parse(b'{"task_id": 7, "rank": 1, "address": "127.0.0.1:9", "at": -1}')
+
+
+def test_a_link_start_must_be_a_time() -> None:
+    CommitteeLink(0, ("127.0.0.1:9000", "127.0.0.1:9001"), "s", start_at=1.5e9)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(SpecError, match="start_at"):
+            CommitteeLink(0, ("127.0.0.1:9000", "127.0.0.1:9001"), "s", start_at=bad)
+
+
+# -- share blobs handed to the engine as files --------------------------------------------------------
+
+
+def test_the_engine_reads_a_share_blob_from_its_file(tmp_path: Path) -> None:
+    table = TableSchema("t", (Column.number("x", 0, 10),))
+    query = parse_sql(
+        "SELECT sum(x) FROM t", [table], min_group_size=1, reveal=Reveal.external(), accuracy=Accuracy(1e-2)
+    )
+    plan = plan_query(query, [PartInfo("t", "p0", 20)])
+    blobs = share_part(plan, Protocol.ABY3, 0, {"x": [1.0] * 20})
+    layout = plan_layout(plan)
+    path = tmp_path / "share-0.bin"
+    path.write_bytes(blobs[1])
+    assert _read_blob(path, layout, 0) == blobs[1] == _read_blob(blobs[1], layout, 0)
+    opened = open_blob(layout, Protocol.ABY3, 0, 1, _read_blob(path, layout, 0))
+    assert len(opened) == len(layout.part_inputs(0))
+    with pytest.raises(SpecError, match="cannot read its share blob"):
+        _read_blob(tmp_path / "missing.bin", layout, 0)
+    path.write_bytes(blobs[1] + b"x" * (blob_limit(layout, 0) + 10))
+    with pytest.raises(SpecError, match="larger than the program allows"):
+        open_blob(layout, Protocol.ABY3, 0, 1, _read_blob(path, layout, 0))
