@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from compute.mpc import TableSchema, simulate  # noqa: E402
+from compute.mpc import Accuracy, Reveal, TableSchema, parse_sql, simulate  # noqa: E402
 from oracle import devnet  # noqa: E402
 from oracle.chain.artifacts import ArtifactStore  # noqa: E402
 from oracle.chain.contracts import DatumContracts, ensure_allowance  # noqa: E402
@@ -80,7 +80,7 @@ SHARED = re.compile(
     r"\((\d+) bytes per member\)"
 )
 DELIVERED = re.compile(r"task (\d+): every share delivered")
-AHEAD = re.compile(r"task (\d+): engine process started ahead of the run")
+AHEAD = re.compile(r"task (\d+): (?:engine process started ahead of the run|takes the spare engine process)")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -181,14 +181,38 @@ def register(home: Path, store: ArtifactStore, file: Path, schema: Path, node: i
     return int(json.loads(done.stdout)["dataset_id"])
 
 
-def without_prewarm(home: Path, state: devnet.DevnetState, store: ArtifactStore) -> devnet.DevnetState:
-    """Restart every node with `stats_prewarm = false` in its config."""
+def with_settings(
+    home: Path, state: devnet.DevnetState, store: ArtifactStore, settings: dict[str, str]
+) -> devnet.DevnetState:
+    """Restart every node with `settings` (TOML values) added to its config."""
     for node in state.nodes:
         devnet.stop_node(home, node.index)
         config = Path(node.home or "") / "node.toml"
-        config.write_text(config.read_text() + "stats_prewarm = false\n")
+        kept = [
+            line for line in config.read_text().splitlines() if line.split("=", 1)[0].strip() not in settings
+        ]
+        config.write_text("\n".join(kept + [f"{k} = {v}" for k, v in settings.items()]) + "\n")
         state = devnet.start_node(home, node.index, store)
     return state
+
+
+SPARE_READY = "spare engine ready"
+
+
+def wait_spares(state: devnet.DevnetState, count: int, timeout_s: float = 300.0) -> float:
+    """Wait until every node logged its `count`-th spare engine ready (the nodes are idle:
+    a spare is started at node start and again after each run); returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        counts = [
+            (Path(n.home or "") / "node.log").read_text(errors="replace").count(SPARE_READY)
+            for n in state.nodes
+        ]
+        if min(counts) >= count:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise SystemExit(f"spare engines not ready after {timeout_s:.0f} s: {counts}")
+        time.sleep(0.2)
 
 
 def log_time(line: str) -> float | None:
@@ -347,6 +371,12 @@ def main() -> None:
         action="store_true",
         help="nodes with `stats_prewarm = false` (members spawn their engine only at the run)",
     )
+    parser.add_argument(
+        "--engine-memory-mb",
+        type=int,
+        default=1536,
+        help="the nodes' `stats_engine_memory_mb` (working memory their spare engine faults in)",
+    )
     args = parser.parse_args()
     if args.rows < 100 or args.runs < 1:
         parser.error("--rows >= 100 and --runs >= 1")
@@ -371,13 +401,31 @@ def main() -> None:
         truth = pandas_answer(union)
         pandas_s = time.perf_counter() - started
 
+        # SPU's simulator on the quiet machine, before any node runs (the query as the
+        # requester SDK builds it; checked equal to the submitted spec's below)
+        table_query = parse_sql(
+            sql(),
+            [table],
+            min_group_size=MIN_GROUP,
+            reveal=Reveal.external(),
+            accuracy=Accuracy(1e-3),  # prepare_stats' default max_error
+        )
+        columns = [{c: f[c].to_numpy() for c in f.columns} for f in frames]
+        print("simulator (no devnet yet) ...", file=sys.stderr)
+        started = time.perf_counter()
+        quiet = simulate(table_query, {"t": columns})
+        quiet_s = time.perf_counter() - started
+
         home = work / "devnet"
         home.mkdir()
         print(f"starting a devnet with 3 nodes in {home} ...", file=sys.stderr)
         state = devnet.up(home, 3, store=store)
         try:
             if args.no_prewarm:
-                state = without_prewarm(home, state, store)
+                state = with_settings(home, state, store, {"stats_prewarm": "false"})
+            else:
+                memory = {"stats_engine_memory_mb": str(args.engine_memory_mb)}
+                state = with_settings(home, state, store, memory)
             chain = Chain(connect(state.rpc_url), store.error_table())
             contracts = DatumContracts(chain.w3, state.deployment, store)
             nonces = NonceTracker()
@@ -395,16 +443,24 @@ def main() -> None:
                 )
             )
             query = prepared.spec.engine_query()
-            columns = [{c: f[c].to_numpy() for c in f.columns} for f in frames]
+            if query.to_json() != table_query.to_json():
+                raise SystemExit("the submitted query differs from the one the quiet simulator ran")
+            if not args.no_prewarm:  # measure on idle nodes: every spare engine ready
+                waited = wait_spares(state, 1)
+                print(f"spare engines ready after {waited:.1f} s", file=sys.stderr)
             print("simulator ...", file=sys.stderr)
             started = time.perf_counter()
             simulated = simulate(query, {"t": columns})
-            simulator_s = time.perf_counter() - started
+            idle_s = time.perf_counter() - started
+            simulator_s = min(quiet_s, idle_s)  # the goal is judged against the faster one
             sim_json = result_json(simulated)
-            print(f"simulator: {simulator_s:.1f} s", file=sys.stderr)
+            quiet_json = result_json(quiet)  # SPU's truncation is randomised: each run within bound
+            print(f"simulator: {quiet_s:.1f} s before the devnet, {idle_s:.1f} s beside it", file=sys.stderr)
 
             runs = []
             for run in range(args.runs):
+                if not args.no_prewarm:
+                    wait_spares(state, run + 1)
                 result, timings, task_id, t0 = asyncio.run(network_run(chain, contracts, nonces, ids, table))
                 views = settled(state, task_id)
                 measured = phases(timings, t0, views)
@@ -437,12 +493,16 @@ def main() -> None:
     print("|---|---|---:|---:|")
     print(f"| pandas (plaintext) | float64 | {pandas_s:.3f} | reference |")
     print(
-        f"| SPU simulator, ABY3, 1 process (plan, encode, compile, run) | {params} | {simulator_s:.2f} "
-        f"| {worst_ratio(sim_json, truth):.3f} |"
+        f"| SPU simulator, ABY3, 1 process (plan, encode, compile, run), before the devnet starts "
+        f"| {params} | {quiet_s:.2f} | {worst_ratio(quiet_json, truth):.3f} |"
+    )
+    print(
+        f"| SPU simulator, the same, beside the idle devnet (spare engines ready) | {params} "
+        f"| {idle_s:.2f} | {worst_ratio(sim_json, truth):.3f} |"
     )
     for i, r in enumerate(runs, start=1):
         how = "members compile" if not r["cache_hit"] else "members' compile cache hit"
-        how += f", {r['prewarmed']:.0f} of 3 engine processes started ahead"
+        how += f", {r['prewarmed']:.0f} of 3 engine processes started ahead (spares)"
         print(
             f"| network run {i}: devnet, 3 node processes ({how}) | {params} | {r['total']:.2f} "
             f"| {r['worst']:.3f} |"
@@ -455,7 +515,7 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(f"{r[key]:.2f}" for r in runs) + " |")
     print()
     for i, r in enumerate(runs, start=1):
-        allowed = 2 * simulator_s + r["link_setup"]
+        allowed = 2 * simulator_s + r["link_setup"]  # the faster simulator run
         verdict = "met" if r["total"] <= allowed else "NOT met"
         print(
             f"Goal, run {i} (network total <= 2 x simulator + link set-up = "
