@@ -183,31 +183,38 @@ def register(home: Path, store: ArtifactStore, file: Path, schema: Path, node: i
 
 def with_settings(
     home: Path, state: devnet.DevnetState, store: ArtifactStore, settings: dict[str, str]
-) -> devnet.DevnetState:
-    """Restart every node with `settings` (TOML values) added to its config."""
+) -> tuple[devnet.DevnetState, dict[int, int]]:
+    """Restart every node with `settings` (TOML values) added to its config; also where each
+    node's log ended before its restart (what the restarted node logs comes after)."""
+    marks = {}
     for node in state.nodes:
         devnet.stop_node(home, node.index)
+        marks[node.index] = (Path(node.home or "") / "node.log").stat().st_size
         config = Path(node.home or "") / "node.toml"
         kept = [
             line for line in config.read_text().splitlines() if line.split("=", 1)[0].strip() not in settings
         ]
         config.write_text("\n".join(kept + [f"{k} = {v}" for k, v in settings.items()]) + "\n")
         state = devnet.start_node(home, node.index, store)
-    return state
+    return state, marks
 
 
 SPARE_READY = "spare engine ready"
 
 
-def wait_spares(state: devnet.DevnetState, count: int, timeout_s: float = 300.0) -> float:
-    """Wait until every node logged its `count`-th spare engine ready (the nodes are idle:
-    a spare is started at node start and again after each run); returns the seconds waited."""
+def wait_spares(
+    state: devnet.DevnetState, marks: dict[int, int], count: int, timeout_s: float = 300.0
+) -> float:
+    """Wait until every node logged its `count`-th spare engine ready after its log mark (the
+    nodes are idle: a spare starts at node start and again after each run); returns the
+    seconds waited."""
     started = time.monotonic()
     while True:
-        counts = [
-            (Path(n.home or "") / "node.log").read_text(errors="replace").count(SPARE_READY)
-            for n in state.nodes
-        ]
+        counts = []
+        for node in state.nodes:
+            with (Path(node.home or "") / "node.log").open("rb") as log_file:
+                log_file.seek(marks[node.index])
+                counts.append(log_file.read().decode(errors="replace").count(SPARE_READY))
         if min(counts) >= count:
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
@@ -422,10 +429,10 @@ def main() -> None:
         state = devnet.up(home, 3, store=store)
         try:
             if args.no_prewarm:
-                state = with_settings(home, state, store, {"stats_prewarm": "false"})
+                state, marks = with_settings(home, state, store, {"stats_prewarm": "false"})
             else:
                 memory = {"stats_engine_memory_mb": str(args.engine_memory_mb)}
-                state = with_settings(home, state, store, memory)
+                state, marks = with_settings(home, state, store, memory)
             chain = Chain(connect(state.rpc_url), store.error_table())
             contracts = DatumContracts(chain.w3, state.deployment, store)
             nonces = NonceTracker()
@@ -446,7 +453,7 @@ def main() -> None:
             if query.to_json() != table_query.to_json():
                 raise SystemExit("the submitted query differs from the one the quiet simulator ran")
             if not args.no_prewarm:  # measure on idle nodes: every spare engine ready
-                waited = wait_spares(state, 1)
+                waited = wait_spares(state, marks, 1)
                 print(f"spare engines ready after {waited:.1f} s", file=sys.stderr)
             print("simulator ...", file=sys.stderr)
             started = time.perf_counter()
@@ -460,7 +467,7 @@ def main() -> None:
             runs = []
             for run in range(args.runs):
                 if not args.no_prewarm:
-                    wait_spares(state, run + 1)
+                    wait_spares(state, marks, run + 1)
                 result, timings, task_id, t0 = asyncio.run(network_run(chain, contracts, nonces, ids, table))
                 views = settled(state, task_id)
                 measured = phases(timings, t0, views)

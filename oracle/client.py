@@ -431,9 +431,24 @@ class DatumClient(PsiRequester):
     async def wait_finalized(
         self, task_id: int, *, timeout_s: float, poll_s: float = 0.2, progress: Progress | None = None
     ) -> Finalized:
-        """Poll the task until it is finalized; `TaskRefunded` / `TaskExpired` otherwise."""
+        """Poll the task until it is finalized; `TaskRefunded` / `TaskExpired` otherwise.
+
+        Each poll asks only for the block number; the task (and the chain time for the
+        deadline) is read again only when a new block came: nothing else can change them, and
+        the requester's process stays out of the way of engines computing on the same host."""
         started = time.monotonic()
+        seen_block = -1
         while True:
+            block = await asyncio.to_thread(self.chain.block_number)
+            if block == seen_block:
+                waited = time.monotonic() - started
+                if waited > timeout_s:
+                    raise TaskFailed(f"task {task_id} not finalized after {timeout_s:.0f} s")
+                if progress is not None:
+                    progress("wait", int(waited), int(timeout_s))
+                await asyncio.sleep(poll_s)
+                continue
+            seen_block = block
             view = await asyncio.to_thread(tasks.get_task, self.chain, self.contracts, task_id)
             if view.state is TaskState.FINALIZED:
                 history = await asyncio.to_thread(tasks.task_history, self.chain, self.contracts, task_id)

@@ -226,24 +226,32 @@ class Prewarmed:
         results_writer.close()
         self.used = False
         self._send_lock = threading.Lock()
+        self._ready_lock = threading.Lock()  # one reader of the "ready" message at a time
 
     def ready(self, timeout_s: float) -> bool:
         """Wait until the imports (and the pre-touch) are done (True), or `timeout_s` passed /
         the process died. Once True, `touch_s` holds the pre-touch's seconds."""
         if self.touch_s is not None:
             return True
-        if self.used:  # the run reads the results pipe now
-            return False
+        if not self._ready_lock.acquire(timeout=max(0.0, timeout_s)):  # another thread reads
+            return self.touch_s is not None
         try:
-            if not self.results.poll(timeout_s):
+            if self.touch_s is not None:
+                return True
+            if self.used:  # the run reads the results pipe now
                 return False
-            message = self.results.recv()
-        except (EOFError, OSError):
-            return False
-        if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "ready"):
-            return False
-        self.touch_s = float(message[1])
-        return True
+            try:
+                if not self.results.poll(timeout_s):
+                    return False
+                message = self.results.recv()
+            except (EOFError, OSError):
+                return False
+            if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "ready"):
+                return False
+            self.touch_s = float(message[1])
+            return True
+        finally:
+            self._ready_lock.release()
 
     def precompile(self, plan: Any, protocol: Any, cache_dir: Path) -> bool:
         """Have the waiting process compile `plan` into `cache_dir` now, so the run's compile
@@ -392,8 +400,13 @@ def _prewarmed_main(
             return
         if job[0] != "precompile":
             break
-        _precompile(*job[1:])
+        compiling = threading.Thread(target=_precompile, args=job[1:], name="datum-precompile", daemon=True)
+        compiling.start()  # in a thread: a run job arriving meanwhile links at its agreed time
+        _PRECOMPILING.append(compiling)
     _worker_main(conn, *job)
+
+
+_PRECOMPILING: list[threading.Thread] = []  # in a prewarmed process: compiles started ahead
 
 
 def _precompile(plan: Any, protocol: Any, cache_dir: str) -> None:
@@ -442,6 +455,8 @@ def _worker_main(
         session = Session(lctx, link, report)
         session.agree(handshake, "plan or session")
         report("linked")
+        for compiling in _PRECOMPILING:  # the compile started ahead fills the cache first
+            compiling.join()
         result = target(session, *args)
         with lock:
             conn.send(("ok", result))

@@ -198,7 +198,7 @@ class NodeDaemon:
                 self.steps = StatsTaskSteps(ctx, self._executor, client, self._spawn, self.stats_committee)
                 self.psi.bind(server.blobs, client, self._spawn)
                 self.stats_committee.bind(server.blobs, client)
-                self.stats_provider.bind(client, self._spawn)
+                self.stats_provider.bind(client, self._spawn, self.stats_committee.accept_own_share)
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     await runner.setup()

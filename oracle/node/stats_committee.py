@@ -57,6 +57,7 @@ class StatsCommittee:
         self._plans: dict[int, Plan] = {}
         self._prewarmed: dict[int, tuple[Prewarmed, float]] = {}
         self._spare: Prewarmed | None = None
+        self._running: set[int] = set()  # tasks whose MPC runs on this node now
         self._background: set[asyncio.Task[None]] = set()
         self.root = ctx.config.data_dir / "stats"
 
@@ -154,8 +155,8 @@ class StatsCommittee:
         task's engine is ready at once and its MPC does not pay for page faults (docs/MPC.md,
         "Engine memory"). A node holds at most one spare."""
         config = self.ctx.config
-        if not (config.stats_prewarm and config.stats_spare_engine):
-            return
+        if not (config.stats_prewarm and config.stats_spare_engine) or self._running:
+            return  # while a run computes here the spare would take its CPU; its end calls again
         if self._spare is not None:
             if self._spare.process.is_alive():
                 return
@@ -174,6 +175,14 @@ class StatsCommittee:
         job = loop.create_task(self._announce_spare(spare))
         self._background.add(job)
         job.add_done_callback(self._background.discard)
+
+    def run_started(self, task_id: int) -> None:
+        """This node's MPC run of `task_id` begins (no spare starts until it ends)."""
+        self._running.add(task_id)
+
+    def run_ended(self, task_id: int) -> None:
+        """This node's MPC run of `task_id` ended (`refill_spare` may start one again)."""
+        self._running.discard(task_id)
 
     async def _announce_spare(self, spare: Prewarmed) -> None:
         if await asyncio.to_thread(spare.ready, ENGINE_READY_WAIT_S * 5):
@@ -277,6 +286,24 @@ class StatsCommittee:
 
     async def share_received(self, blob: StoredBlob, caller: Caller, part: int, view: TaskView) -> None:
         """Check a provider's share blob and move it out of the public store; raise to refuse."""
+        await self._keep_share(
+            view, part, Path(blob.path), blob.sha256, blob.size_bytes, caller.operator or ""
+        )
+
+    async def accept_own_share(self, view: TaskView, part: int, blob: bytes) -> None:
+        """A share blob this node's provider made for this node's own slot: written to the
+        task's private folder and checked exactly like an uploaded one (owner, slot, plan,
+        shape), without the HTTP round trip to itself; raises what an upload would get."""
+        incoming = self.task_dir(view.task_id) / f".incoming-{part}.bin"
+        sha = await asyncio.to_thread(_write_private, incoming, blob)
+        try:
+            await self._keep_share(view, part, incoming, sha, len(blob), self.ctx.operator)
+        finally:
+            incoming.unlink(missing_ok=True)
+
+    async def _keep_share(
+        self, view: TaskView, part: int, path: Path, sha256: str, size: int, provider: str
+    ) -> None:
         task_id = view.task_id
         record = self.ctx.store.get(task_id)
         if record is None:
@@ -289,7 +316,7 @@ class StatsCommittee:
         if not 0 <= part < len(spec.parts):
             raise BadRequest(f"the spec has no part {part}", code="unknown_blob")
         asset = await read_asset(self.ctx.ops, spec.parts[part].dataset_id)
-        if (caller.operator or "").lower() != asset.owner.lower():
+        if provider.lower() != asset.owner.lower():
             raise Forbidden(
                 f"only the owner of dataset {asset.dataset_id} provides part {part}", code="not_provider"
             )
@@ -299,17 +326,15 @@ class StatsCommittee:
         plan = await self.plan_of(task_id, spec)
         loop = asyncio.get_running_loop()
         problem = await loop.run_in_executor(  # the worker reads the file (no 30 MB through a pipe)
-            self._executor(), check_share_blob, plan, spec.protocol, part, rank, Path(blob.path)
+            self._executor(), check_share_blob, plan, spec.protocol, part, rank, path
         )
         if problem is not None:
             log.warning("task %d: share of part %d refused", task_id, part)
             raise BadRequest(f"share of part {part} refused: {problem}", code="bad_share")
         private = self.task_dir(task_id) / f"share-{part}.bin"
-        await asyncio.to_thread(_move_private, Path(blob.path), private)
-        self.ctx.store.record_blob(BlobRecord(task_id, blob.name, str(private), blob.sha256, blob.size_bytes))
-        log.info(
-            "task %d: share of part %d accepted (rank %d, %d bytes)", task_id, part, rank, blob.size_bytes
-        )
+        await asyncio.to_thread(_move_private, path, private)
+        self.ctx.store.record_blob(BlobRecord(task_id, share_blob(part), str(private), sha256, size))
+        log.info("task %d: share of part %d accepted (rank %d, %d bytes)", task_id, part, rank, size)
         self.ctx.kick(task_id, 0.0)
 
     def shares_complete(self, task_id: int, spec: StatsTaskSpec) -> bool:
@@ -428,6 +453,14 @@ class StatsCommittee:
 def _move_private(source: Path, dest: Path) -> None:
     os.replace(source, dest)
     os.chmod(dest, 0o600)
+
+
+def _write_private(path: Path, data: bytes) -> str:
+    """Write `data` to `path` (0600); its sha256 hex."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def start_party(

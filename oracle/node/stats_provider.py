@@ -27,7 +27,7 @@ from compute.errors import SpecError
 
 from ..chain.tasks import TaskState, TaskView
 from ..p2p import P2PClient, Peer, PeerError, PeerRejected
-from ..p2p.errors import Conflict
+from ..p2p.errors import BadRequest, Conflict, Forbidden, Unavailable
 from .context import NodeContext
 from .psi_chain import AssetView, read_asset, requester_allowed
 from .psi_datasets import DatasetMismatch, DatasetMissing, load_dataset
@@ -67,12 +67,19 @@ class StatsProvider:
         self._executor = executor
         self._client: P2PClient | None = None
         self._spawn: Callable[[Awaitable[None], str], None] = lambda work, name: None
+        self._own: Callable[[TaskView, int, bytes], Awaitable[None]] | None = None
         self._started: set[int] = set()
         self.status_dir = ctx.config.data_dir / "stats" / "provider"
 
-    def bind(self, client: P2PClient, spawn: Callable[[Awaitable[None], str], None]) -> None:
-        """Attach the node's p2p client and background-task spawner."""
-        self._client, self._spawn = client, spawn
+    def bind(
+        self,
+        client: P2PClient,
+        spawn: Callable[[Awaitable[None], str], None],
+        own_share: Callable[[TaskView, int, bytes], Awaitable[None]] | None = None,
+    ) -> None:
+        """Attach the node's p2p client and background-task spawner; `own_share` takes the
+        share for this node's own committee slot without an upload (`accept_own_share`)."""
+        self._client, self._spawn, self._own = client, spawn, own_share
         self.status_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def outcome(self, task_id: int) -> ProviderOutcome | None:
@@ -218,10 +225,13 @@ class StatsProvider:
                 raise RuntimeError(f"slot {slot} was refilled; its new member gets no share")
             if current.accepted_mask >> slot & 1:
                 try:
-                    await self._client.upload_blob(peer, task_id, share_blob(part), blob)
-                except PeerRejected:
+                    if self._own is not None and operator.lower() == self.ctx.operator.lower():
+                        await self._own(current, part, blob)  # this node's own slot: no upload
+                    else:
+                        await self._client.upload_blob(peer, task_id, share_blob(part), blob)
+                except (PeerRejected, BadRequest, Forbidden, Conflict):
                     raise
-                except (PeerError, ConnectionError, TimeoutError) as exc:
+                except (PeerError, ConnectionError, TimeoutError, Unavailable) as exc:
                     log.info("task %d: member %s not ready for part %d (%s)", task_id, operator, part, exc)
                 else:
                     log.info("task %d: share of part %d delivered to slot %d", task_id, part, slot)

@@ -111,6 +111,7 @@ class StatsTaskSteps(TaskSteps):
                 spec.world,
                 link.session_id,
             )
+            self.committee.run_started(task_id)
             try:
                 outcome = await start_party(
                     plan,
@@ -122,6 +123,7 @@ class StatsTaskSteps(TaskSteps):
                     prewarmed=self.committee.take_prewarmed(task_id),
                 )
             finally:  # the next spare starts once this run's signing and submission are done
+                self.committee.run_ended(task_id)
                 loop.call_later(SPARE_REFILL_DELAY_S, self.committee.refill_spare)
             if isinstance(outcome, OutputShares):
                 statement = await self._statement(

@@ -8,6 +8,8 @@ import asyncio
 import pickle
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -350,3 +352,27 @@ def test_the_engine_reads_a_share_blob_from_its_file(tmp_path: Path) -> None:
     path.write_bytes(blobs[1] + b"x" * (blob_limit(layout, 0) + 10))
     with pytest.raises(SpecError, match="larger than the program allows"):
         open_blob(layout, Protocol.ABY3, 0, 1, _read_blob(path, layout, 0))
+
+
+def test_two_threads_waiting_for_one_engine_both_see_it_ready() -> None:
+    handle = Prewarmed()  # e.g. the spare's announcer and a member publishing its link address
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: handle.ready(100), range(2)))
+        assert answers == [True, True]
+        assert time.monotonic() - started < 60  # the second did not sit out its whole timeout
+    finally:
+        handle.close()
+
+
+def test_no_spare_starts_while_a_run_computes_on_the_node(
+    tmp_path: Path, fake_engine: type[FakeEngine]
+) -> None:
+    c = committee(tmp_path, {})
+    c.run_started(5)
+    c.refill_spare()  # would take the run's CPU for its imports and pre-touch
+    assert fake_engine.started == []
+    c.run_ended(5)
+    c.refill_spare()
+    assert len(fake_engine.started) == 1
