@@ -71,6 +71,8 @@ class StatsTaskSteps(TaskSteps):
 
     async def _stats_gather(self, record: TaskRecord) -> bool:
         spec = await self.committee.spec_of(record.task_id)
+        if spec is not None:  # an inline spec (oracle) is known before this node accepted
+            self.committee.prewarm(record.task_id)  # idempotent: the spare, or a new engine
         if spec is None or not self.committee.shares_complete(record.task_id, spec):
             return False  # the requester's spec and the providers' shares wake the task
         moved = self.ctx.store.transition(record.task_id, S.INPUTS_READY, {S.ACCEPTED})
