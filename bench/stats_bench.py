@@ -426,13 +426,12 @@ def main() -> None:
         home = work / "devnet"
         home.mkdir()
         print(f"starting a devnet with 3 nodes in {home} ...", file=sys.stderr)
-        state = devnet.up(home, 3, store=store)
+        memory = {} if args.no_prewarm else {"stats_engine_memory_mb": args.engine_memory_mb}
+        state = devnet.up(home, 3, store=store, node_settings=memory)  # no restart: ports stay
         try:
+            marks = {n.index: 0 for n in state.nodes}
             if args.no_prewarm:
                 state, marks = with_settings(home, state, store, {"stats_prewarm": "false"})
-            else:
-                memory = {"stats_engine_memory_mb": str(args.engine_memory_mb)}
-                state, marks = with_settings(home, state, store, memory)
             chain = Chain(connect(state.rpc_url), store.error_table())
             contracts = DatumContracts(chain.w3, state.deployment, store)
             nonces = NonceTracker()

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import requests
@@ -244,9 +244,11 @@ def up(
     config: DeployConfig = DEVNET_DEPLOY_CONFIG,
     progress: Callable[[str], None] = lambda _: None,
     processes: bool = True,
+    node_settings: Mapping[str, float | int] | None = None,
 ) -> DevnetState:
     """Start anvil, deploy, fund and stake `nodes` node accounts, start their node processes
-    (unless `processes` is False) and wait until each serves; record it all under `home`."""
+    (unless `processes` is False; `node_settings` override the devnet's `NODE_SETTINGS` in
+    their configs) and wait until each serves; record it all under `home`."""
     if nodes < 1:
         raise ConfigError("a devnet needs at least one node")
     existing = load_state(home)
@@ -305,7 +307,7 @@ def up(
         state.save(home)
         if processes:
             progress(f"starting {nodes} node processes")
-            state = _start_nodes(home, state, store, [n.index for n in records])
+            state = _start_nodes(home, state, store, [n.index for n in records], node_settings)
         return state
     except BaseException:
         started = load_state(home)
@@ -330,7 +332,13 @@ def _launch(home: Path, index: int) -> NodeLaunch:
     return NodeLaunch(home / f"node-{index}")
 
 
-def _start_nodes(home: Path, state: DevnetState, store: ArtifactStore, indices: list[int]) -> DevnetState:
+def _start_nodes(
+    home: Path,
+    state: DevnetState,
+    store: ArtifactStore,
+    indices: list[int],
+    settings: Mapping[str, float | int] | None = None,
+) -> DevnetState:
     """Write each node's config and start its process; wait until all serve; record the pids."""
     nodes = {n.index: n for n in state.nodes}
     waiting = []
@@ -344,7 +352,7 @@ def _start_nodes(home: Path, state: DevnetState, store: ArtifactStore, indices: 
             deployment=home / DEPLOYMENT_FILE,
             artifacts_dir=store.directory,
             listen_port=int(node.endpoint.rsplit(":", 1)[1]),
-            extra=NODE_SETTINGS,
+            extra=NODE_SETTINGS | dict(settings or {}),
         )
         pid = spawn_node(launch)
         nodes[index] = node.model_copy(update={"pid": pid, "home": str(launch.home)})

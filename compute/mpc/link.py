@@ -215,9 +215,11 @@ class Prewarmed:
         self.results, results_writer = ctx.Pipe(duplex=False)
         self.memory_mb = memory_mb
         self.touch_s: float | None = None
+        self.compiling = False
+        self._compiled = ctx.Event()
         self.process = ctx.Process(
             target=_prewarmed_main,
-            args=(job_reader, results_writer, memory_mb),
+            args=(job_reader, results_writer, memory_mb, self._compiled),
             name="datum-mpc-prewarmed",
             daemon=True,
         )
@@ -265,7 +267,17 @@ class Prewarmed:
                 self._job_sender.send(("precompile", plan, protocol, str(cache_dir)))
             except OSError:
                 return False
+            self.compiling = True
             return True
+
+    def wait_compiled(self, timeout_s: float) -> bool:
+        """Wait until the compile started by `precompile` is over (True; at once when none was
+        started), or `timeout_s` passed. A member publishes its link address only then: a
+        compile still running when the link opens holds the process's interpreter, and the
+        members would dial at different moments (docs/MPC.md, "Agreed link start")."""
+        if not self.compiling:
+            return True
+        return bool(self._compiled.wait(timeout_s))
 
     def submit(self, job: tuple[Any, ...]) -> None:
         """Hand the process its one job (called by run_in_worker)."""
@@ -383,7 +395,10 @@ def _open_link(link: CommitteeLink) -> Any:
 
 
 def _prewarmed_main(
-    jobs: multiprocessing.connection.Connection, conn: multiprocessing.connection.Connection, memory_mb: int
+    jobs: multiprocessing.connection.Connection,
+    conn: multiprocessing.connection.Connection,
+    memory_mb: int,
+    compiled: Any,
 ) -> None:
     keep_freed_memory()
     exit_with_parent(os.getppid())
@@ -400,7 +415,9 @@ def _prewarmed_main(
             return
         if job[0] != "precompile":
             break
-        compiling = threading.Thread(target=_precompile, args=job[1:], name="datum-precompile", daemon=True)
+        compiling = threading.Thread(
+            target=_precompile, args=(*job[1:], compiled), name="datum-precompile", daemon=True
+        )
         compiling.start()  # in a thread: a run job arriving meanwhile links at its agreed time
         _PRECOMPILING.append(compiling)
     _worker_main(conn, *job)
@@ -409,15 +426,17 @@ def _prewarmed_main(
 _PRECOMPILING: list[threading.Thread] = []  # in a prewarmed process: compiles started ahead
 
 
-def _precompile(plan: Any, protocol: Any, cache_dir: str) -> None:
-    """Fill the compile cache for the coming run (Prewarmed.precompile); errors are left to
-    the run, which compiles again and reports them."""
+def _precompile(plan: Any, protocol: Any, cache_dir: str, compiled: Any) -> None:
+    """Fill the compile cache for the coming run (Prewarmed.precompile), then set `compiled`;
+    errors are left to the run, which compiles again and reports them."""
     from compute.mpc.cache import load_or_compile
 
     try:
         load_or_compile(plan, protocol, Path(cache_dir))
     except Exception:  # noqa: BLE001 - best effort: the run itself compiles and reports
-        return
+        pass
+    finally:
+        compiled.set()
 
 
 def _worker_main(

@@ -353,7 +353,8 @@ class StatsCommittee:
         """This member's link address for the task, in its own blob store (write-once).
 
         Blocking (call it in a thread): with an engine process started ahead, it first waits
-        (at most `ENGINE_READY_WAIT_S`) until that process has imported SPU and JAX. The message
+        (at most `ENGINE_READY_WAIT_S` each) until that process has imported SPU and JAX and
+        finished the compile it started ahead. The message
         carries when it was published: the members open their links together, at
         `LINK_START_MARGIN_S` after the last one (`gather_links`), because brpc links parties
         that dial within a few tens of ms of each other in ~0.2 s and pays a ~3 s reconnect
@@ -365,6 +366,7 @@ class StatsCommittee:
         if entry is not None:
             try:
                 entry[0].ready(ENGINE_READY_WAIT_S)
+                entry[0].wait_compiled(ENGINE_READY_WAIT_S)  # the engine is idle when links open
             except (OSError, EOFError, ValueError):  # closed meanwhile: the run spawns its own
                 pass
 

@@ -70,7 +70,10 @@ def test_a_prewarmed_process_compiles_ahead_into_the_cache(tmp_path: Path) -> No
     try:
         assert all(h.ready(120) for h in handles)
         assert not list(tmp_path.iterdir())
+        assert all(h.wait_compiled(0) for h in handles)  # nothing to wait for yet
         assert all(h.precompile(plan, Protocol.CHEETAH, tmp_path) for h in handles)
+        assert all(h.wait_compiled(120) for h in handles)  # a member publishes its link only now
+        assert len(list(tmp_path.iterdir())) == 1  # the executable is in the cache already
         stages: list[tuple[int, str]] = []
         run = run_parties(
             query,
