@@ -136,9 +136,11 @@ def test_table_is_reused_until_the_key_rotates() -> None:
 
 
 def test_provider_view_is_blinded_points_of_the_query_size_only() -> None:
-    provider = Table(("id", "income", "segment"), tuple((f"c{i}", str(i), "s") for i in range(50)))
-    query_a = Table(("id",), tuple((f"c{i}",) for i in range(10)))  # all match
-    query_b = Table(("id",), tuple((f"zz{i}",) for i in range(10)))  # none match
+    # keys long enough that their raw text cannot turn up in ~340 random bytes by chance (a
+    # 2-byte key did, about once in ten runs)
+    provider = Table(("id", "income", "segment"), tuple((f"client-{i:06d}", str(i), "s") for i in range(50)))
+    query_a = Table(("id",), tuple((f"client-{i:06d}",) for i in range(10)))  # all match
+    query_b = Table(("id",), tuple((f"nobody-{i:06d}",) for i in range(10)))  # none match
     key = OprfKey.generate()
     _, _, view_a, _ = query(spec(), provider, query_a, key=key)
     _, _, view_b, _ = query(spec(), provider, query_b, key=key)
