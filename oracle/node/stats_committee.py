@@ -16,9 +16,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any
 
 from compute.errors import ComputeError, SpecError
 from compute.mpc import CommitteeLink, OutputShares, PartyReport, Plan, Prewarmed, QueryResult, run_party
@@ -168,11 +169,16 @@ class StatsCommittee:
             log.warning("could not start a spare engine process (%s)", exc)
             return
         self._spare = spare
+        self._in_background(self._announce_spare(spare))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task of the running loop (dropped when no loop runs: unit use)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            work.close()
             return
-        job = loop.create_task(self._announce_spare(spare))
+        job = loop.create_task(work)
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 
@@ -222,13 +228,7 @@ class StatsCommittee:
                 log.warning("task %d: could not start an engine process ahead (%s)", task_id, exc)
                 return
             log.info("task %d: engine process started ahead of the run", task_id)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        job = loop.create_task(self._precompile(task_id))
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        self._in_background(self._precompile(task_id))
 
     async def _precompile(self, task_id: int) -> None:
         """Have the task's engine process compile the plan into the compile cache while the
